@@ -1,0 +1,1 @@
+//! wasmkube controllers (see its issue): not built yet.

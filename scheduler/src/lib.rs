@@ -1,0 +1,1 @@
+//! wasmkube scheduler (see its issue): not built yet.

@@ -1,0 +1,1 @@
+//! wasmkube node agent (see its issue): not built yet.
