@@ -1,5 +1,78 @@
 //! wasmkube-apiserver: a Kubernetes-compatible API server over a durable store.
 
+pub mod auth;
+pub mod codec;
+pub mod convert;
+pub mod discovery;
 pub mod errors;
+mod hooks;
+pub mod metrics;
+pub mod namespaces;
+pub mod object;
+pub mod request;
 pub mod resources;
+pub mod rest;
+pub mod router;
+pub mod selectors;
 pub mod storage;
+pub mod strategy;
+pub mod subresource;
+pub mod watch;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+pub use router::app;
+use storage::Storage;
+
+/// The shared state of a running apiserver.
+pub struct ApiServer {
+    pub store: Arc<dyn Storage>,
+    pub authenticator: Box<dyn auth::Authenticator>,
+    /// Cancelled when the server stops: ends watches so shutdown does not wait on them.
+    pub shutdown: CancellationToken,
+}
+
+impl ApiServer {
+    /// Prepares a store for serving: creates the system namespaces and starts the namespace
+    /// finalizer, which stops with `shutdown`.
+    pub async fn start(
+        store: Arc<dyn Storage>,
+        authenticator: Box<dyn auth::Authenticator>,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, storage::StorageError> {
+        namespaces::bootstrap(store.as_ref()).await?;
+        tokio::spawn(namespaces::run_finalizer(store.clone(), shutdown.clone()));
+        Ok(Arc::new(Self {
+            store,
+            authenticator,
+            shutdown,
+        }))
+    }
+}
+
+/// Opens the store named by `spec`: `embedded` (default; a file under `data_dir`).
+pub async fn open_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn Storage>> {
+    match spec {
+        "" | "embedded" => {
+            let store = storage::embedded::EmbeddedStore::open(&data_dir.join("store")).await?;
+            Ok(Arc::new(store))
+        }
+        other => anyhow::bail!(
+            "unknown store {other:?}: expected \"embedded\" (etcd://HOST:PORT comes with the etcd backend)"
+        ),
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    server: Arc<ApiServer>,
+) -> std::io::Result<()> {
+    let shutdown = server.shutdown.clone();
+    axum::serve(listener, app(server))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

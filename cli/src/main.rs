@@ -1,1 +1,73 @@
-fn main() {}
+//! `wasmkube`: the single binary that runs the whole cluster (`up`) or one component.
+
+mod bench;
+mod kubeconfig;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "wasmkube", version, about = "A Kubernetes-compatible orchestrator for WebAssembly workloads")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags shared by the commands that run an apiserver.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServerArgs {
+    /// Where state, the kubeconfig and node data live [default: $XDG_DATA_HOME/wasmkube or ~/.local/share/wasmkube]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address the apiserver listens on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub listen: SocketAddr,
+    /// Store backend: `embedded` (a durable file under the data dir).
+    #[arg(long, default_value = "embedded")]
+    pub store: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole cluster in one process (today: the apiserver) and write DIR/kubeconfig.
+    Up(ServerArgs),
+    /// Run the apiserver alone and write DIR/kubeconfig.
+    Apiserver(ServerArgs),
+    /// Measure a component against a same-run baseline.
+    #[command(subcommand)]
+    Bench(bench::Bench),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WASMKUBE_LOG")
+                .unwrap_or_else(|_| "info,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => fail(&format!("cannot start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => serve::run(args, "wasmkube up").await,
+            Command::Apiserver(args) => serve::run(args, "wasmkube apiserver").await,
+            Command::Bench(b) => bench::run(b).await,
+        }
+    });
+    if let Err(e) = result {
+        fail(&format!("{e:#}"));
+    }
+}
+
+/// One line on stderr and a non-zero exit: the CLI's way to fail.
+fn fail(msg: &str) -> ! {
+    eprintln!("wasmkube: error: {msg}");
+    std::process::exit(1)
+}

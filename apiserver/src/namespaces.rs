@@ -1,0 +1,130 @@
+//! Namespaces that always exist, and namespace finalization: deleting a namespace deletes all
+//! its objects, then the namespace (upstream's namespace controller, kept in the apiserver so it
+//! works with nothing else running).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use crate::codec;
+use crate::object;
+use crate::resources::RESOURCES;
+use crate::storage::{EventKind, ListOptions, Storage, StorageError};
+
+/// Namespaces created at start, as upstream's bootstrap controller does.
+pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Creates the system namespaces that are missing.
+pub async fn bootstrap(store: &dyn Storage) -> Result<(), StorageError> {
+    for ns in SYSTEM_NAMESPACES {
+        let key = format!("namespaces/{ns}");
+        if store.get(&key).await?.is_some() {
+            continue;
+        }
+        let obj = json!({
+            "kind": "Namespace", "apiVersion": "v1",
+            "metadata": {"name": ns, "uid": uuid::Uuid::new_v4().to_string(),
+                "creationTimestamp": object::now_rfc3339(),
+                "labels": {"kubernetes.io/metadata.name": ns}},
+            "spec": {"finalizers": ["kubernetes"]},
+            "status": {"phase": "Active"},
+        });
+        match store.create(&key, codec::to_stored(&obj)).await {
+            Ok(_) | Err(StorageError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Runs until `shutdown`: finalizes every namespace that is being deleted.
+pub async fn run_finalizer(store: Arc<dyn Storage>, shutdown: tokio_util::sync::CancellationToken) {
+    loop {
+        if let Err(e) = finalize_pending(store.as_ref(), &shutdown).await {
+            tracing::warn!(error = %e, "namespace finalizer: retrying");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Lists namespaces being deleted and finalizes them, then follows the namespace watch.
+async fn finalize_pending(
+    store: &dyn Storage,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<(), StorageError> {
+    let page = store
+        .list(ListOptions { prefix: "namespaces/".into(), ..Default::default() })
+        .await?;
+    for kv in &page.items {
+        finalize_if_deleting(store, &kv.value).await?;
+    }
+    let mut events = store.watch("namespaces/", page.revision).await?;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            ev = events.next() => match ev {
+                None => return Ok(()),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(ev)) if ev.kind != EventKind::Deleted => finalize_if_deleting(store, &ev.kv.value).await?,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+async fn finalize_if_deleting(store: &dyn Storage, value: &[u8]) -> Result<(), StorageError> {
+    let ns: Value = serde_json::from_slice(value).unwrap_or_default();
+    if !object::is_deleting(&ns) {
+        return Ok(());
+    }
+    let name = object::name(&ns).to_string();
+    // Delete the content: every namespaced resource, each storage prefix once.
+    let mut seen = Vec::new();
+    for def in RESOURCES.iter().filter(|d| d.namespaced) {
+        if seen.contains(&def.storage) {
+            continue;
+        }
+        seen.push(def.storage);
+        let prefix = format!("{}/{name}/", def.storage);
+        loop {
+            let page = store
+                .list(ListOptions { prefix: prefix.clone(), limit: Some(500), ..Default::default() })
+                .await?;
+            for kv in &page.items {
+                match store.delete(&kv.key, None).await {
+                    Ok(_) | Err(StorageError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if !page.more {
+                break;
+            }
+        }
+    }
+    // Then drop the "kubernetes" finalizer and the namespace itself.
+    let key = format!("namespaces/{name}");
+    loop {
+        let Some(kv) = store.get(&key).await? else { return Ok(()) };
+        let mut ns: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+        if let Some(f) = ns.pointer_mut("/spec/finalizers").and_then(Value::as_array_mut) {
+            f.retain(|v| v != "kubernetes");
+        }
+        let done = ns.pointer("/spec/finalizers").and_then(Value::as_array).is_none_or(|a| a.is_empty())
+            && object::finalizers(&ns).is_empty();
+        let res = if done {
+            store.delete(&key, Some(kv.mod_revision)).await.map(|_| ())
+        } else {
+            store.update(&key, codec::to_stored(&ns), kv.mod_revision).await.map(|_| ())
+        };
+        match res {
+            Ok(()) | Err(StorageError::NotFound(_)) => return Ok(()),
+            Err(StorageError::Conflict { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}

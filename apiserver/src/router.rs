@@ -1,0 +1,195 @@
+//! Every route of the apiserver in one table, and the layers around them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode, Uri};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::errors::ApiError;
+use crate::request::{Params, Target};
+use crate::rest::{self, Ctx};
+use crate::{auth, discovery, subresource, watch, ApiServer};
+
+/// Upstream's limit on request bodies (3 MiB).
+const MAX_BODY: usize = 3 * 1024 * 1024;
+/// Non-streaming requests that take longer than this get a 504 `Status`.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The apiserver's router.
+pub fn app(server: Arc<ApiServer>) -> Router {
+    Router::new()
+        .route("/version", get(|| async { Json(discovery::version()) }))
+        .route("/healthz", get(ok))
+        .route("/livez", get(ok))
+        .route("/readyz", get(ok))
+        .route("/api", get(|| async { Json(discovery::api_versions()) }))
+        .route("/apis", get(|| async { Json(discovery::api_group_list()) }))
+        .route("/api/{version}", get(core_discovery))
+        .route("/apis/{group}/{version}", get(group_discovery))
+        .route("/openapi/v3", get(openapi_index))
+        .route("/openapi/v3/{*path}", get(openapi_document))
+        .route("/api/{version}/{*rest}", any(core_resource))
+        .route("/apis/{group}/{version}/{*rest}", any(group_resource))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            server.clone(),
+            auth::authenticate,
+        ))
+        .layer(middleware::from_fn(timeout_unless_streaming))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(TraceLayer::new_for_http())
+        .with_state(server)
+}
+
+async fn ok() -> &'static str {
+    "ok"
+}
+
+async fn not_found() -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "the server could not find the requested resource",
+    )
+    .into_response()
+}
+
+async fn core_discovery(Path(version): Path<String>) -> Response {
+    match discovery::resource_list("", &version) {
+        Some(v) => Json(v).into_response(),
+        None => not_found().await,
+    }
+}
+
+async fn group_discovery(Path((group, version)): Path<(String, String)>) -> Response {
+    match discovery::resource_list(&group, &version) {
+        Some(v) => Json(v).into_response(),
+        None => not_found().await,
+    }
+}
+
+async fn openapi_index() -> Response {
+    Json(crate::hooks::openapi_index()).into_response()
+}
+
+async fn openapi_document(Path(path): Path<String>) -> Response {
+    match crate::hooks::openapi_document(&path) {
+        Some(doc) => Json(doc).into_response(),
+        None => not_found().await,
+    }
+}
+
+async fn core_resource(
+    State(server): State<Arc<ApiServer>>,
+    Path(p): Path<HashMap<String, String>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let version = p.get("version").map(String::as_str).unwrap_or("");
+    let rest = p.get("rest").map(String::as_str).unwrap_or("");
+    dispatch(&server, "", version, rest, method, uri, headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn group_resource(
+    State(server): State<Arc<ApiServer>>,
+    Path(p): Path<HashMap<String, String>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let group = p.get("group").map(String::as_str).unwrap_or("");
+    let version = p.get("version").map(String::as_str).unwrap_or("");
+    let rest = p.get("rest").map(String::as_str).unwrap_or("");
+    dispatch(&server, group, version, rest, method, uri, headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Routes one resource request to its verb.
+#[allow(clippy::too_many_arguments)]
+async fn dispatch(
+    server: &Arc<ApiServer>,
+    group: &str,
+    version: &str,
+    rest_path: &str,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if group == "metrics.k8s.io" {
+        return crate::metrics::handle(server, version, rest_path).await;
+    }
+    let target = Target::parse(group, version, rest_path)?;
+    let params = Params::parse(uri.query())?;
+    let ctx = Ctx {
+        server,
+        target: &target,
+        params: &params,
+        headers: &headers,
+    };
+    if let Some(sub) = target.subresource.as_deref() {
+        return subresource::handle(&ctx, &method, sub, &body).await;
+    }
+    let watching = params.flag("watch");
+    match (method.as_str(), target.name.is_some()) {
+        ("GET", true) if watching => Err(ApiError::bad_request(
+            "watch of a single object: use a list with fieldSelector=metadata.name=NAME",
+        )),
+        ("GET", true) => rest::get(&ctx).await,
+        ("GET", false) if watching => watch::watch(&ctx).await,
+        ("GET", false) => rest::list(&ctx).await,
+        ("POST", false) => {
+            if target.def.namespaced && target.namespace.is_none() {
+                return Err(ApiError::method_not_allowed(
+                    "the server does not allow this method on the requested resource",
+                ));
+            }
+            rest::create(&ctx, &body).await
+        }
+        ("PUT", true) => rest::update(&ctx, &body, None).await,
+        ("PATCH", true) => rest::patch(&ctx, &body, None).await,
+        ("DELETE", true) => rest::delete(&ctx, &body).await,
+        ("DELETE", false) => rest::delete_collection(&ctx, &body).await,
+        _ => Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        )),
+    }
+}
+
+/// Applies the request timeout to everything but watches and followed logs.
+async fn timeout_unless_streaming(req: Request, next: Next) -> Response {
+    let q = req.uri().query().unwrap_or("");
+    let streaming = q.split('&').any(|kv| {
+        matches!(
+            kv,
+            "watch=true" | "watch=1" | "follow=true" | "follow=1"
+        )
+    });
+    if streaming {
+        return next.run(req).await;
+    }
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "Timeout",
+            "the request did not complete within the allotted timeout of 60s",
+        )
+        .into_response(),
+    }
+}

@@ -1,0 +1,200 @@
+//! Watches: newline-delimited `{"type","object"}` events from a revision, filtered by namespace
+//! and selectors, with bookmarks and upstream's resourceVersion rules.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use crate::codec;
+use crate::errors::ApiError;
+use crate::object;
+use crate::request::wants_table;
+use crate::rest::{list_items, prefix, Ctx};
+use crate::resources::ResourceDef;
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::storage::{EventKind, StorageError, WatchEvent};
+
+/// How often a watch that allows bookmarks gets one.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(10);
+
+/// Starts a watch. The initial state is sent as ADDED events when the resourceVersion is "" or
+/// "0" (or `sendInitialEvents=true`), then changes after it.
+pub async fn watch(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
+    let def = ctx.def();
+    let labels = LabelSelector::parse(ctx.params.str("labelSelector"))?;
+    let fields = FieldSelector::parse(ctx.params.str("fieldSelector"), def)?;
+    let rv_param = ctx.params.str("resourceVersion").to_string();
+    let send_initial = ctx.params.flag("sendInitialEvents");
+    let bookmarks = ctx.params.flag("allowWatchBookmarks");
+    let timeout = ctx
+        .params
+        .u64("timeoutSeconds")?
+        .map(Duration::from_secs)
+        // Upstream spreads watch lifetimes between 30 and 60 minutes when none is asked.
+        .unwrap_or(Duration::from_secs(1800 + rand_secs(1800)));
+    let table = wants_table(ctx.headers);
+
+    let mut initial = Vec::new();
+    let from: u64 = if rv_param.is_empty() || rv_param == "0" || send_initial {
+        let (items, rv, _) = list_items(ctx).await?;
+        initial = items;
+        rv
+    } else {
+        rv_param
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion: {rv_param}")))?
+    };
+    let pfx = prefix(def, ctx.target.namespace.as_deref());
+    let events = match ctx.server.store.watch(&pfx, from).await {
+        Ok(s) => s,
+        Err(e @ StorageError::Compacted { .. }) => {
+            // Upstream answers an expired watch with a 200 stream holding one ERROR event.
+            let status = ApiError::from_storage(e, def.group, def.plural, "").status();
+            let line = json!({"type": "ERROR", "object": status}).to_string() + "\n";
+            return Ok(stream_response(Body::from(line)));
+        }
+        Err(e) => return Err(ApiError::from_storage(e, def.group, def.plural, "")),
+    };
+
+    let shutdown = ctx.server.shutdown.clone();
+    let stream = async_stream(
+        def,
+        initial,
+        from,
+        events,
+        Filter { labels, fields },
+        table,
+        bookmarks,
+        send_initial,
+    );
+    let stream = stream
+        .take_until(tokio::time::sleep(timeout))
+        .take_until(async move { shutdown.cancelled().await });
+    Ok(stream_response(Body::from_stream(stream.map(Ok::<_, std::io::Error>))))
+}
+
+fn rand_secs(max: u64) -> u64 {
+    (uuid::Uuid::new_v4().as_u128() % max as u128) as u64
+}
+
+fn stream_response(body: Body) -> Response {
+    Response::builder()
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .expect("static headers are valid")
+}
+
+struct Filter {
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl Filter {
+    fn matches(&self, obj: &Value) -> bool {
+        self.labels.matches(&object::labels(obj)) && self.fields.matches(obj)
+    }
+}
+
+fn line(kind: &str, obj: Value, def: &ResourceDef, table: bool) -> bytes::Bytes {
+    let obj = if table && kind != "BOOKMARK" && kind != "ERROR" {
+        codec::table(def, &[obj], None, None)
+    } else {
+        obj
+    };
+    let mut s = json!({"type": kind, "object": obj}).to_string();
+    s.push('\n');
+    bytes::Bytes::from(s)
+}
+
+fn bookmark(def: &ResourceDef, rv: u64, initial_end: bool) -> Value {
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if initial_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    json!({"kind": def.kind, "apiVersion": def.api_version(), "metadata": meta})
+}
+
+/// Turns one storage event into the event this watcher sees, if any: an object that starts to
+/// match the selectors is ADDED, one that stops matching is DELETED, as upstream's cacher does.
+fn translate(ev: &WatchEvent, def: &ResourceDef, filter: &Filter) -> Result<Option<(&'static str, Value)>, ApiError> {
+    let mut obj = codec::from_stored(&ev.kv, def)?;
+    codec::set_resource_version(&mut obj, ev.revision());
+    let now = filter.matches(&obj);
+    let before = match &ev.prev {
+        Some(prev) if ev.kind == EventKind::Modified => filter.matches(&codec::from_stored(prev, def)?),
+        _ => false,
+    };
+    Ok(match ev.kind {
+        EventKind::Created if now => Some(("ADDED", obj)),
+        EventKind::Deleted if now => Some(("DELETED", obj)),
+        EventKind::Modified if now && before => Some(("MODIFIED", obj)),
+        EventKind::Modified if now => Some(("ADDED", obj)),
+        EventKind::Modified if before => Some(("DELETED", obj)),
+        _ => None,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn async_stream(
+    def: &'static ResourceDef,
+    initial: Vec<Value>,
+    from: u64,
+    events: crate::storage::WatchStream,
+    filter: Filter,
+    table: bool,
+    bookmarks: bool,
+    send_initial: bool,
+) -> impl futures::Stream<Item = bytes::Bytes> + Send {
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
+    tokio::spawn(async move {
+        for obj in initial {
+            if tx.send(line("ADDED", obj, def, table)).await.is_err() {
+                return;
+            }
+        }
+        if send_initial && bookmarks {
+            if tx.send(line("BOOKMARK", bookmark(def, from, true), def, false)).await.is_err() {
+                return;
+            }
+        }
+        let mut last = from;
+        let mut events = events;
+        let mut tick = tokio::time::interval(BOOKMARK_EVERY);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                ev = events.next() => {
+                    let out = match ev {
+                        None => return,
+                        Some(Err(e)) => {
+                            let status = ApiError::from_storage(e, def.group, def.plural, "").status();
+                            let _ = tx.send(line("ERROR", status, def, false)).await;
+                            return;
+                        }
+                        Some(Ok(ev)) => {
+                            last = ev.revision();
+                            match translate(&ev, def, &filter) {
+                                Ok(Some((kind, obj))) => line(kind, obj, def, table),
+                                Ok(None) => continue,
+                                Err(e) => line("ERROR", e.status(), def, false),
+                            }
+                        }
+                    };
+                    if tx.send(out).await.is_err() {
+                        return;
+                    }
+                }
+                _ = tick.tick(), if bookmarks => {
+                    if tx.send(line("BOOKMARK", bookmark(def, last, false), def, false)).await.is_err() {
+                        return;
+                    }
+                }
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
