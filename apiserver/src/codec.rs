@@ -15,6 +15,10 @@ use crate::hooks as tables;
 /// Parses a body as JSON, or YAML when the content type says so.
 pub fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
     let ct = content_type(headers);
+    if ct.contains("protobuf") {
+        // JSON and YAML only: client-go falls back to JSON on a 415.
+        return Err(ApiError::unsupported_media_type(ct));
+    }
     if ct.contains("yaml") {
         let text = std::str::from_utf8(body)
             .map_err(|_| ApiError::bad_request("the request body is not valid UTF-8"))?;

@@ -18,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use schemars::generate::SchemaSettings;
 use serde_json::{json, Map, Value};
 
+use crate::patch::{self, ListType};
 use crate::resources::{groups, ResourceDef, RESOURCES};
 
 /// The Kubernetes version the documents describe (as `/version` reports it).
@@ -158,11 +159,7 @@ fn build_document(group: &str, version: &str) -> Value {
 fn sanitize(schema: &mut Value) {
     match schema {
         Value::Bool(b) => {
-            *schema = if *b {
-                json!({})
-            } else {
-                json!({ "not": {} })
-            };
+            *schema = if *b { json!({}) } else { json!({ "not": {} }) };
         }
         Value::Object(m) => {
             for k in ["$defs", "definitions", "$schema", "$id", "nullable"] {
@@ -212,11 +209,7 @@ fn sanitize(schema: &mut Value) {
                             }
                         }
                     }
-                    "additionalProperties" => {
-                        if v.is_object() {
-                            sanitize(v);
-                        }
-                    }
+                    "additionalProperties" if v.is_object() => sanitize(v),
                     "items" | "not" => sanitize(v),
                     "allOf" | "anyOf" | "oneOf" => {
                         if let Value::Array(list) = v {
@@ -242,164 +235,122 @@ fn sanitize(schema: &mut Value) {
 // List and patch extensions
 // ---------------------------------------------------------------------------------------------
 
-/// One list field's merge semantics, as upstream's Go struct tags declare them.
-struct ListInfo {
-    definition: &'static str,
-    field: &'static str,
-    /// `x-kubernetes-patch-strategy` ("merge", "merge,retainKeys", ...).
-    strategy: Option<&'static str>,
-    /// `x-kubernetes-patch-merge-key`.
-    merge_key: Option<&'static str>,
-    /// `x-kubernetes-list-type` ("atomic", "set", "map").
-    list_type: Option<&'static str>,
-    /// `x-kubernetes-list-map-keys`.
-    map_keys: &'static [&'static str],
-}
-
-macro_rules! li {
-    ($def:expr, $field:expr, $strategy:expr, $key:expr, $lt:expr, $keys:expr) => {
-        ListInfo {
-            definition: $def,
-            field: $field,
-            strategy: $strategy,
-            merge_key: $key,
-            list_type: $lt,
-            map_keys: $keys,
-        }
-    };
-}
-
-const MERGE: Option<&str> = Some("merge");
-const RETAIN: Option<&str> = Some("merge,retainKeys");
-const MAP: Option<&str> = Some("map");
-const ATOMIC: Option<&str> = Some("atomic");
-const SET: Option<&str> = Some("set");
-const NAME: Option<&str> = Some("name");
-const TYPE: Option<&str> = Some("type");
-
-/// Upstream's list semantics for the list fields of the types served (full definition names).
-static LIST_INFO: &[ListInfo] = &[
-    // meta
-    li!("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "finalizers", MERGE, None, SET, &[]),
-    li!("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "ownerReferences", MERGE, Some("uid"), MAP, &["uid"]),
-    li!("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "managedFields", None, None, ATOMIC, &[]),
-    li!("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector", "matchExpressions", None, None, ATOMIC, &[]),
-    li!("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement", "values", None, None, ATOMIC, &[]),
-    // pods
-    li!("io.k8s.api.core.v1.PodSpec", "containers", MERGE, NAME, MAP, &["name"]),
-    li!("io.k8s.api.core.v1.PodSpec", "initContainers", MERGE, NAME, MAP, &["name"]),
-    li!("io.k8s.api.core.v1.PodSpec", "ephemeralContainers", MERGE, NAME, MAP, &["name"]),
-    li!("io.k8s.api.core.v1.PodSpec", "volumes", RETAIN, NAME, MAP, &["name"]),
-    li!("io.k8s.api.core.v1.PodSpec", "imagePullSecrets", MERGE, NAME, MAP, &["name"]),
-    li!("io.k8s.api.core.v1.PodSpec", "hostAliases", MERGE, Some("ip"), MAP, &["ip"]),
-    li!("io.k8s.api.core.v1.PodSpec", "tolerations", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.PodSpec", "readinessGates", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.PodSpec", "topologySpreadConstraints", MERGE, Some("topologyKey"), MAP, &["topologyKey", "whenUnsatisfiable"]),
-    li!("io.k8s.api.core.v1.PodSpec", "schedulingGates", MERGE, NAME, MAP, &["name"]),
-    li!("io.k8s.api.core.v1.PodSpec", "resourceClaims", RETAIN, NAME, MAP, &["name"]),
-    li!("io.k8s.api.core.v1.Container", "ports", MERGE, Some("containerPort"), MAP, &["containerPort", "protocol"]),
-    li!("io.k8s.api.core.v1.Container", "env", MERGE, NAME, MAP, &["name"]),
-    li!("io.k8s.api.core.v1.Container", "envFrom", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.Container", "volumeMounts", MERGE, Some("mountPath"), MAP, &["mountPath"]),
-    li!("io.k8s.api.core.v1.Container", "volumeDevices", MERGE, Some("devicePath"), MAP, &["devicePath"]),
-    li!("io.k8s.api.core.v1.Container", "args", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.Container", "command", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.Container", "resizePolicy", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.EphemeralContainer", "ports", MERGE, Some("containerPort"), MAP, &["containerPort", "protocol"]),
-    li!("io.k8s.api.core.v1.EphemeralContainer", "env", MERGE, NAME, MAP, &["name"]),
-    li!("io.k8s.api.core.v1.EphemeralContainer", "envFrom", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.EphemeralContainer", "volumeMounts", MERGE, Some("mountPath"), MAP, &["mountPath"]),
-    li!("io.k8s.api.core.v1.EphemeralContainer", "volumeDevices", MERGE, Some("devicePath"), MAP, &["devicePath"]),
-    li!("io.k8s.api.core.v1.PodStatus", "conditions", MERGE, TYPE, MAP, &["type"]),
-    li!("io.k8s.api.core.v1.PodStatus", "podIPs", MERGE, Some("ip"), MAP, &["ip"]),
-    li!("io.k8s.api.core.v1.PodStatus", "hostIPs", MERGE, Some("ip"), ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.PodStatus", "containerStatuses", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.PodStatus", "initContainerStatuses", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.PodStatus", "ephemeralContainerStatuses", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.PodStatus", "resourceClaimStatuses", RETAIN, NAME, MAP, &["name"]),
-    // services, endpoints
-    li!("io.k8s.api.core.v1.ServiceSpec", "ports", MERGE, Some("port"), MAP, &["port", "protocol"]),
-    li!("io.k8s.api.core.v1.ServiceSpec", "clusterIPs", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.ServiceSpec", "externalIPs", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.ServiceSpec", "ipFamilies", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.ServiceSpec", "loadBalancerSourceRanges", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.ServiceStatus", "conditions", MERGE, TYPE, MAP, &["type"]),
-    li!("io.k8s.api.core.v1.LoadBalancerStatus", "ingress", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.Endpoints", "subsets", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.EndpointSubset", "addresses", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.EndpointSubset", "notReadyAddresses", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.EndpointSubset", "ports", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.ServiceAccount", "secrets", MERGE, NAME, MAP, &["name"]),
-    li!("io.k8s.api.core.v1.ServiceAccount", "imagePullSecrets", None, None, ATOMIC, &[]),
-    // nodes, namespaces, volumes
-    li!("io.k8s.api.core.v1.NodeSpec", "podCIDRs", MERGE, None, SET, &[]),
-    li!("io.k8s.api.core.v1.NodeSpec", "taints", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.NodeStatus", "conditions", MERGE, TYPE, MAP, &["type"]),
-    li!("io.k8s.api.core.v1.NodeStatus", "addresses", MERGE, TYPE, MAP, &["type"]),
-    li!("io.k8s.api.core.v1.NodeStatus", "images", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.NodeStatus", "volumesInUse", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.NodeStatus", "volumesAttached", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.NamespaceSpec", "finalizers", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.NamespaceStatus", "conditions", MERGE, TYPE, MAP, &["type"]),
-    li!("io.k8s.api.core.v1.PersistentVolumeClaimSpec", "accessModes", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.PersistentVolumeClaimStatus", "accessModes", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.PersistentVolumeClaimStatus", "conditions", MERGE, TYPE, MAP, &["type"]),
-    li!("io.k8s.api.core.v1.PersistentVolumeSpec", "accessModes", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.core.v1.PersistentVolumeSpec", "mountOptions", None, None, ATOMIC, &[]),
-    // apps, batch, autoscaling
-    li!("io.k8s.api.apps.v1.DeploymentStatus", "conditions", MERGE, TYPE, MAP, &["type"]),
-    li!("io.k8s.api.apps.v1.ReplicaSetStatus", "conditions", MERGE, TYPE, MAP, &["type"]),
-    li!("io.k8s.api.apps.v1.DaemonSetStatus", "conditions", MERGE, TYPE, MAP, &["type"]),
-    li!("io.k8s.api.batch.v1.JobStatus", "conditions", MERGE, TYPE, ATOMIC, &[]),
-    li!("io.k8s.api.batch.v1.CronJobStatus", "active", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerSpec", "metrics", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerStatus", "currentMetrics", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerStatus", "conditions", MERGE, TYPE, MAP, &["type"]),
-    li!("io.k8s.api.autoscaling.v2.HPAScalingRules", "policies", None, None, ATOMIC, &[]),
-    // discovery, storage
-    li!("io.k8s.api.discovery.v1.EndpointSlice", "endpoints", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.discovery.v1.EndpointSlice", "ports", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.discovery.v1.Endpoint", "addresses", None, None, SET, &[]),
-    li!("io.k8s.api.storage.v1.StorageClass", "mountOptions", None, None, ATOMIC, &[]),
-    li!("io.k8s.api.storage.v1.StorageClass", "allowedTopologies", None, None, ATOMIC, &[]),
+/// Lists upstream tags `+listType=atomic` that carry no patch tags (so
+/// [`patch::list_type`], which holds the patch-tagged fields, does not know them). Full
+/// definition names.
+const ATOMIC_LISTS: &[(&str, &str)] = &[
+    (
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "managedFields",
+    ),
+    (
+        "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector",
+        "matchExpressions",
+    ),
+    (
+        "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement",
+        "values",
+    ),
+    ("io.k8s.api.core.v1.PodSpec", "tolerations"),
+    ("io.k8s.api.core.v1.PodSpec", "readinessGates"),
+    ("io.k8s.api.core.v1.Container", "args"),
+    ("io.k8s.api.core.v1.Container", "command"),
+    ("io.k8s.api.core.v1.Container", "envFrom"),
+    ("io.k8s.api.core.v1.Container", "resizePolicy"),
+    ("io.k8s.api.core.v1.EphemeralContainer", "envFrom"),
+    ("io.k8s.api.core.v1.PodStatus", "containerStatuses"),
+    ("io.k8s.api.core.v1.PodStatus", "initContainerStatuses"),
+    ("io.k8s.api.core.v1.PodStatus", "ephemeralContainerStatuses"),
+    ("io.k8s.api.core.v1.ServiceSpec", "clusterIPs"),
+    ("io.k8s.api.core.v1.ServiceSpec", "externalIPs"),
+    ("io.k8s.api.core.v1.ServiceSpec", "ipFamilies"),
+    ("io.k8s.api.core.v1.ServiceSpec", "loadBalancerSourceRanges"),
+    ("io.k8s.api.core.v1.LoadBalancerStatus", "ingress"),
+    ("io.k8s.api.core.v1.Endpoints", "subsets"),
+    ("io.k8s.api.core.v1.EndpointSubset", "addresses"),
+    ("io.k8s.api.core.v1.EndpointSubset", "notReadyAddresses"),
+    ("io.k8s.api.core.v1.EndpointSubset", "ports"),
+    ("io.k8s.api.core.v1.ServiceAccount", "imagePullSecrets"),
+    ("io.k8s.api.core.v1.NodeSpec", "taints"),
+    ("io.k8s.api.core.v1.NodeStatus", "images"),
+    ("io.k8s.api.core.v1.NodeStatus", "volumesInUse"),
+    ("io.k8s.api.core.v1.NodeStatus", "volumesAttached"),
+    ("io.k8s.api.core.v1.NamespaceSpec", "finalizers"),
+    (
+        "io.k8s.api.core.v1.PersistentVolumeClaimSpec",
+        "accessModes",
+    ),
+    (
+        "io.k8s.api.core.v1.PersistentVolumeClaimStatus",
+        "accessModes",
+    ),
+    ("io.k8s.api.core.v1.PersistentVolumeSpec", "accessModes"),
+    ("io.k8s.api.core.v1.PersistentVolumeSpec", "mountOptions"),
+    ("io.k8s.api.batch.v1.CronJobStatus", "active"),
+    (
+        "io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerSpec",
+        "metrics",
+    ),
+    (
+        "io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerStatus",
+        "currentMetrics",
+    ),
+    ("io.k8s.api.autoscaling.v2.HPAScalingRules", "policies"),
+    ("io.k8s.api.discovery.v1.EndpointSlice", "endpoints"),
+    ("io.k8s.api.discovery.v1.EndpointSlice", "ports"),
+    ("io.k8s.api.storage.v1.StorageClass", "mountOptions"),
+    ("io.k8s.api.storage.v1.StorageClass", "allowedTopologies"),
 ];
 
-/// `x-kubernetes-patch-strategy` and `x-kubernetes-patch-merge-key` of `definition`.`field`
-/// (definition as a full OpenAPI name, e.g. `io.k8s.api.core.v1.PodSpec`).
-pub fn patch_info(definition: &str, field: &str) -> Option<(&'static str, Option<&'static str>)> {
-    LIST_INFO
-        .iter()
-        .find(|l| l.definition == definition && l.field == field)
-        .and_then(|l| l.strategy.map(|s| (s, l.merge_key)))
+/// The `x-kubernetes-list-type` of `definition.field`, if upstream declares or implies one.
+fn list_type(definition: &str, field: &str) -> Option<ListType> {
+    patch::list_type(definition, field).or_else(|| {
+        ATOMIC_LISTS
+            .contains(&(definition, field))
+            .then_some(ListType::Atomic)
+    })
 }
 
+/// Adds upstream's patch and list extensions to the properties of one definition:
+/// `x-kubernetes-patch-strategy` / `x-kubernetes-patch-merge-key` (what client-side apply and
+/// `kubectl edit` compute strategic merge patches from), `x-kubernetes-list-type` /
+/// `x-kubernetes-list-map-keys` on lists and `x-kubernetes-map-type: atomic` on atomic structs.
+/// The strategic merge table itself lives in [`patch`], shared with the server's patching.
 fn add_list_extensions(definition: &str, schema: &mut Value) {
-    let Some(props) = schema
-        .get_mut("properties")
-        .and_then(Value::as_object_mut)
-    else {
+    let Some(s) = schema.as_object_mut() else {
+        return;
+    };
+    if patch::is_atomic_struct(definition) {
+        s.insert("x-kubernetes-map-type".into(), json!("atomic"));
+    }
+    let Some(props) = s.get_mut("properties").and_then(Value::as_object_mut) else {
         return;
     };
     for (field, prop) in props.iter_mut() {
         let Some(p) = prop.as_object_mut() else {
             continue;
         };
-        if let Some((strategy, key)) = patch_info(definition, field) {
+        if let Some((strategy, key)) = patch::list_merge_info(definition, field) {
             p.insert("x-kubernetes-patch-strategy".into(), json!(strategy));
             if let Some(key) = key {
                 p.insert("x-kubernetes-patch-merge-key".into(), json!(key));
             }
         }
-        if let Some(info) = LIST_INFO
-            .iter()
-            .find(|l| l.definition == definition && l.field == field)
-        {
-            if let Some(lt) = info.list_type {
-                p.insert("x-kubernetes-list-type".into(), json!(lt));
+        if p.get("type").and_then(Value::as_str) != Some("array") {
+            continue;
+        }
+        match list_type(definition, field) {
+            Some(ListType::Atomic) => {
+                p.insert("x-kubernetes-list-type".into(), json!("atomic"));
             }
-            if !info.map_keys.is_empty() {
-                p.insert("x-kubernetes-list-map-keys".into(), json!(info.map_keys));
+            Some(ListType::Set) => {
+                p.insert("x-kubernetes-list-type".into(), json!("set"));
             }
+            Some(ListType::Map(keys)) => {
+                p.insert("x-kubernetes-list-type".into(), json!("map"));
+                p.insert("x-kubernetes-list-map-keys".into(), json!(keys));
+            }
+            None => {}
         }
     }
 }
@@ -594,7 +545,10 @@ fn add_paths(paths: &mut Map<String, Value>, def: &ResourceDef) {
     let g = op_id_group(def);
     let kind = def.kind;
     let name_param = path_param("name", &format!("name of the {kind}"));
-    let ns_param = path_param("namespace", "object name and auth scope, such as for teams and projects");
+    let ns_param = path_param(
+        "namespace",
+        "object name and auth scope, such as for teams and projects",
+    );
 
     let (collection, item) = if def.namespaced {
         (
@@ -623,9 +577,7 @@ fn add_paths(paths: &mut Map<String, Value>, def: &ResourceDef) {
         "application/json;stream=watch",
         "application/vnd.kubernetes.protobuf;stream=watch",
     ];
-    let body = |schema: &Value, types: &[&str]| {
-        json!({ "content": content(schema, types), "required": true })
-    };
+    let body = |schema: &Value, types: &[&str]| json!({ "content": content(schema, types), "required": true });
 
     // Collection: list, create, deletecollection.
     let mut coll = Map::new();
@@ -903,11 +855,13 @@ mod tests {
                     assert!(!m.contains_key("$defs"), "{path}");
                     assert!(!m.contains_key("$schema"), "{path}");
                     assert!(!m.contains_key("nullable"), "{path}");
-                    if let Some(t) = m.get("type") {
-                        assert!(t.is_string(), "{path}: type {t}");
+                    if let Some(Value::Array(t)) = m.get("type") {
+                        panic!("{path}: type {t:?}");
                     }
                     if let Some(Value::String(r)) = m.get("$ref") {
-                        let name = r.strip_prefix(SCHEMA_PREFIX).unwrap_or_else(|| panic!("{r}"));
+                        let name = r
+                            .strip_prefix(SCHEMA_PREFIX)
+                            .unwrap_or_else(|| panic!("{r}"));
                         assert!(schemas.contains_key(name), "{path}: dangling {r}");
                         assert_eq!(m.len(), 1, "{path}: $ref with siblings {m:?}");
                     }
@@ -931,7 +885,10 @@ mod tests {
         let pod = &schemas["io.k8s.api.core.v1.Pod"];
         assert_eq!(pod["type"], "object");
         let spec = &pod["properties"]["spec"];
-        assert_eq!(spec["allOf"][0]["$ref"], "#/components/schemas/io.k8s.api.core.v1.PodSpec");
+        assert_eq!(
+            spec["allOf"][0]["$ref"],
+            "#/components/schemas/io.k8s.api.core.v1.PodSpec"
+        );
         let containers = &schemas["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
         assert_eq!(containers["type"], "array");
         assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
@@ -957,14 +914,20 @@ mod tests {
         let svc_ports = &schemas["io.k8s.api.core.v1.ServiceSpec"]["properties"]["ports"];
         assert_eq!(svc_ports["x-kubernetes-patch-merge-key"], "port");
         let meta = &schemas["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"]["properties"];
-        assert_eq!(meta["ownerReferences"]["x-kubernetes-patch-merge-key"], "uid");
+        assert_eq!(
+            meta["ownerReferences"]["x-kubernetes-patch-merge-key"],
+            "uid"
+        );
         assert_eq!(meta["finalizers"]["x-kubernetes-patch-strategy"], "merge");
-        assert!(meta["finalizers"].get("x-kubernetes-patch-merge-key").is_none());
+        assert!(meta["finalizers"]
+            .get("x-kubernetes-patch-merge-key")
+            .is_none());
         let conds = &schemas["io.k8s.api.core.v1.PodStatus"]["properties"]["conditions"];
         assert_eq!(conds["x-kubernetes-patch-merge-key"], "type");
         // IntOrString keeps upstream's marker.
         assert_eq!(
-            schemas["io.k8s.apimachinery.pkg.util.intstr.IntOrString"]["x-kubernetes-int-or-string"],
+            schemas["io.k8s.apimachinery.pkg.util.intstr.IntOrString"]
+                ["x-kubernetes-int-or-string"],
             true
         );
 
@@ -978,22 +941,47 @@ mod tests {
     }
 
     #[test]
-    fn every_list_info_entry_names_a_real_list_field() {
-        let mut found = vec![false; LIST_INFO.len()];
+    fn atomic_lists_name_real_list_fields_unknown_to_patch() {
+        let mut found = vec![false; ATOMIC_LISTS.len()];
         for doc in built().docs.values() {
             let schemas = doc["components"]["schemas"].as_object().unwrap();
-            for (i, l) in LIST_INFO.iter().enumerate() {
+            for (i, (definition, field)) in ATOMIC_LISTS.iter().enumerate() {
                 if let Some(p) = schemas
-                    .get(l.definition)
-                    .and_then(|s| s.pointer(&format!("/properties/{}", l.field)))
+                    .get(*definition)
+                    .and_then(|s| s.pointer(&format!("/properties/{field}")))
                 {
-                    assert_eq!(p["type"], "array", "{}.{}", l.definition, l.field);
+                    assert_eq!(p["type"], "array", "{definition}.{field}");
+                    assert_eq!(p["x-kubernetes-list-type"], "atomic");
                     found[i] = true;
                 }
             }
         }
-        for (i, l) in LIST_INFO.iter().enumerate() {
-            assert!(found[i], "{}.{} not in any document", l.definition, l.field);
+        for (i, (definition, field)) in ATOMIC_LISTS.iter().enumerate() {
+            assert!(found[i], "{definition}.{field} not in any document");
+            assert!(
+                patch::list_type(definition, field).is_none(),
+                "{definition}.{field} is in patch.rs already"
+            );
+        }
+    }
+
+    #[test]
+    fn non_list_patch_strategies_and_atomic_structs() {
+        let apps = document("apis/apps/v1").unwrap();
+        let schemas = &apps["components"]["schemas"];
+        let strategy = &schemas["io.k8s.api.apps.v1.DeploymentSpec"]["properties"]["strategy"];
+        if let Some((s, _)) =
+            patch::list_merge_info("io.k8s.api.apps.v1.DeploymentSpec", "strategy")
+        {
+            assert_eq!(strategy["x-kubernetes-patch-strategy"], s);
+        }
+        assert!(strategy.get("x-kubernetes-list-type").is_none());
+        if patch::is_atomic_struct("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector") {
+            assert_eq!(
+                schemas["io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"]
+                    ["x-kubernetes-map-type"],
+                "atomic"
+            );
         }
     }
 

@@ -1,1 +1,8 @@
+//! End-to-end tests: start the `wasmkube` binary on a temp data dir and a free port, and drive
+//! it with the real `kubectl` and with kube-rs, as users do.
 
+mod support;
+
+mod client;
+mod durability;
+mod kubectl;

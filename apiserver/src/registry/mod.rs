@@ -166,7 +166,8 @@ mod tests {
     #[test]
     fn create_reports_meta_and_spec_errors_together() {
         let d = def("", "v1", "pods");
-        let o = json!({"metadata": {"name": "Bad_Name", "namespace": "d"}, "spec": {"containers": []}});
+        let mut o = json!({"metadata": {"name": "Bad_Name", "namespace": "d"}, "spec": {"containers": []}});
+        apply_defaults(d, &mut o);
         let errs: Vec<String> = validate_create(d, &o).iter().map(|e| e.field.clone()).collect();
         assert_eq!(errs, vec!["metadata.name", "spec.containers"]);
     }

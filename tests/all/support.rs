@@ -1,0 +1,175 @@
+//! Starting a cluster process and running the real kubectl against it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `wasmkube up` process on a temp data dir; killed when dropped.
+pub struct Cluster {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub kubeconfig: PathBuf,
+    cache: PathBuf,
+}
+
+impl Cluster {
+    /// Starts `wasmkube up` on a free port and waits until it serves.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = dir.path().join("kubectl-cache");
+        let mut c = Cluster {
+            child: None,
+            kubeconfig: dir.path().join("kubeconfig"),
+            dir,
+            url: String::new(),
+            cache,
+        };
+        c.spawn("127.0.0.1:0");
+        c
+    }
+
+    fn spawn(&mut self, listen: &str) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+            .args(["up", "--data-dir"])
+            .arg(self.dir.path())
+            .args(["--listen", listen])
+            .env("WASMKUBE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start wasmkube");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("wasmkube exited before listening")
+                .expect("read stdout");
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest.trim().to_string();
+            }
+        };
+        // Keep draining stdout so the process never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.url = url;
+        self.child = Some(child);
+    }
+
+    /// The `host:port` the apiserver listens on.
+    pub fn addr(&self) -> String {
+        self.url.trim_start_matches("http://").to_string()
+    }
+
+    /// SIGKILL: no chance to flush anything that was not already durable.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill").arg(c.id().to_string()).status();
+        c.wait().expect("wait")
+    }
+
+    /// Starts again on the same data dir and port.
+    pub fn restart(&mut self) {
+        let addr = self.addr();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // The port may linger briefly after a kill.
+            if std::net::TcpListener::bind(&addr).is_ok() || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.spawn(&addr);
+    }
+
+    pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("kubectl");
+        cmd.args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBECACHEDIR", &self.cache)
+            .env_remove("KUBECTL_EXTERNAL_DIFF");
+        cmd
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_cmd(args).output().expect("run kubectl")
+    }
+
+    /// Runs kubectl with `input` on stdin.
+    pub fn kubectl_in(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self
+            .kubectl_cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// Runs kubectl, asserts success and returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        check_ok(args, self.kubectl(args))
+    }
+
+    /// Like [`ok`] with stdin.
+    pub fn ok_in(&self, args: &[&str], input: &str) -> String {
+        check_ok(args, self.kubectl_in(args, input))
+    }
+
+    /// Runs kubectl, asserts failure and returns stderr.
+    pub fn err(&self, args: &[&str]) -> String {
+        check_err(args, self.kubectl(args))
+    }
+
+    pub fn err_in(&self, args: &[&str], input: &str) -> String {
+        check_err(args, self.kubectl_in(args, input))
+    }
+
+    /// A kube-rs client for this cluster.
+    pub async fn client(&self) -> kube::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = kube::Config::new(self.url.parse().expect("url"));
+        kube::Client::try_from(config).expect("client")
+    }
+}
+
+fn check_ok(args: &[&str], out: Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}\nstdout: {stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn check_err(args: &[&str], out: Output) -> String {
+    assert!(
+        !out.status.success(),
+        "kubectl {args:?} should have failed; stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
