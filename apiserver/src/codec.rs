@@ -10,7 +10,7 @@ use crate::errors::ApiError;
 use crate::request::FieldValidation;
 use crate::resources::ResourceDef;
 use crate::storage::KeyValue;
-use crate::hooks as tables;
+use crate::tables;
 
 /// Parses a body as JSON, or YAML when the content type says so.
 pub fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
@@ -26,9 +26,7 @@ pub fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> 
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
     } else {
         serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "couldn't get version/kind; json parse error: {e}"
-            ))
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         })
     }
 }
@@ -81,7 +79,10 @@ pub fn decode_object(
     if unknown.is_empty() {
         return Ok((typed, Vec::new()));
     }
-    let described: Vec<String> = unknown.iter().map(|f| format!("unknown field {f:?}")).collect();
+    let described: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field {f:?}"))
+        .collect();
     match validation {
         FieldValidation::Strict => Err(ApiError::bad_request(format!(
             "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
@@ -234,18 +235,26 @@ mod tests {
     #[test]
     fn strict_rejects_unknown_fields_with_their_paths() {
         let def = find("", "v1", "pods").unwrap();
-        let err = decode_object(def, pod(json!({"bogus": 1})), FieldValidation::Strict).unwrap_err();
+        let err =
+            decode_object(def, pod(json!({"bogus": 1})), FieldValidation::Strict).unwrap_err();
         assert_eq!(err.code, http::StatusCode::BAD_REQUEST);
-        assert!(err.message.contains(r#"strict decoding error: unknown field "spec.bogus""#), "{}", err.message);
+        assert!(
+            err.message
+                .contains(r#"strict decoding error: unknown field "spec.bogus""#),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
     fn warn_keeps_going_and_ignore_drops_silently() {
         let def = find("", "v1", "pods").unwrap();
-        let (obj, warnings) = decode_object(def, pod(json!({"bogus": 1})), FieldValidation::Warn).unwrap();
+        let (obj, warnings) =
+            decode_object(def, pod(json!({"bogus": 1})), FieldValidation::Warn).unwrap();
         assert_eq!(warnings, vec![r#"unknown field "spec.bogus""#.to_string()]);
         assert!(obj["spec"].get("bogus").is_none());
-        let (_, warnings) = decode_object(def, pod(json!({"bogus": 1})), FieldValidation::Ignore).unwrap();
+        let (_, warnings) =
+            decode_object(def, pod(json!({"bogus": 1})), FieldValidation::Ignore).unwrap();
         assert!(warnings.is_empty());
     }
 
@@ -259,8 +268,16 @@ mod tests {
     #[test]
     fn wrong_kind_is_a_bad_request() {
         let def = find("", "v1", "pods").unwrap();
-        let err = decode_object(def, json!({"apiVersion":"v1","kind":"Service"}), FieldValidation::Strict)
-            .unwrap_err();
-        assert!(err.message.contains("cannot be handled as a Pod"), "{}", err.message);
+        let err = decode_object(
+            def,
+            json!({"apiVersion":"v1","kind":"Service"}),
+            FieldValidation::Strict,
+        )
+        .unwrap_err();
+        assert!(
+            err.message.contains("cannot be handled as a Pod"),
+            "{}",
+            err.message
+        );
     }
 }

@@ -145,7 +145,10 @@ mod tests {
             "metadata":{"name":"h"},"spec":{"maxReplicas":5,"targetCPUUtilizationPercentage":50,
             "scaleTargetRef":{"kind":"Deployment","name":"d"}}});
         let out = convert(h.clone(), v1, v2);
-        assert_eq!(out["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 50);
+        assert_eq!(
+            out["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+            50
+        );
         assert_eq!(convert(out, v2, v1), h);
     }
 }

@@ -70,11 +70,11 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         format!("{group}/{version}")
     };
     if group == METRICS_GROUP && version == "v1beta1" {
-        let r = |name: &str, kind: &str, namespaced: bool| {
-            json!({"name": name, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": ["get", "list"]})
-        };
-        return Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
-            "resources": [r("nodes", "NodeMetrics", false), r("pods", "PodMetrics", true)]}));
+        let r = |name: &str, kind: &str, namespaced: bool| json!({"name": name, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": ["get", "list"]});
+        return Some(
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
+            "resources": [r("nodes", "NodeMetrics", false), r("pods", "PodMetrics", true)]}),
+        );
     }
     let defs: Vec<&ResourceDef> = RESOURCES
         .iter()

@@ -106,7 +106,7 @@ pub struct ApiError {
     pub reason: &'static str,
     pub message: String,
     /// `details`: name, group, kind (resource plural for most), causes.
-    pub details: Option<Value>,
+    pub details: Option<Box<Value>>,
     /// Extra response headers (e.g. `Retry-After`).
     pub retry_after: Option<u64>,
 }
@@ -123,7 +123,7 @@ impl ApiError {
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -199,15 +199,15 @@ impl ApiError {
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalError",
-            message,
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message);
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            message,
+        );
         e.retry_after = Some(1);
         e
     }
@@ -224,7 +224,7 @@ impl ApiError {
             "code": self.code.as_u16(),
         });
         if let Some(d) = &self.details {
-            s["details"] = d.clone();
+            s["details"] = (**d).clone();
         }
         s
     }

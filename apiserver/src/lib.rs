@@ -9,6 +9,8 @@ mod hooks;
 pub mod metrics;
 pub mod namespaces;
 pub mod object;
+pub mod openapi;
+pub mod patch;
 pub mod request;
 pub mod resources;
 pub mod rest;
@@ -17,6 +19,7 @@ pub mod selectors;
 pub mod storage;
 pub mod strategy;
 pub mod subresource;
+pub mod tables;
 pub mod watch;
 
 use std::path::Path;

@@ -9,9 +9,17 @@ use serde_json::json;
 use crate::errors::ApiError;
 use crate::ApiServer;
 
-pub async fn handle(_server: &Arc<ApiServer>, version: &str, rest: &str) -> Result<Response, ApiError> {
+pub async fn handle(
+    _server: &Arc<ApiServer>,
+    version: &str,
+    rest: &str,
+) -> Result<Response, ApiError> {
     if version != "v1beta1" {
-        return Err(ApiError::new(http::StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource"));
+        return Err(ApiError::new(
+            http::StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
     }
     let segs: Vec<&str> = rest.trim_matches('/').split('/').collect();
     let kind = match segs.as_slice() {
@@ -22,8 +30,15 @@ pub async fn handle(_server: &Arc<ApiServer>, version: &str, rest: &str) -> Resu
             return Err(ApiError::not_found("metrics.k8s.io", "pods", name))
         }
         _ => {
-            return Err(ApiError::new(http::StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource"))
+            return Err(ApiError::new(
+                http::StatusCode::NOT_FOUND,
+                "NotFound",
+                "the server could not find the requested resource",
+            ))
         }
     };
-    Ok(axum::Json(json!({"kind": kind, "apiVersion": "metrics.k8s.io/v1beta1", "metadata": {}, "items": []})).into_response())
+    Ok(axum::Json(
+        json!({"kind": kind, "apiVersion": "metrics.k8s.io/v1beta1", "metadata": {}, "items": []}),
+    )
+    .into_response())
 }

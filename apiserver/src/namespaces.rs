@@ -14,7 +14,8 @@ use crate::resources::RESOURCES;
 use crate::storage::{EventKind, ListOptions, Storage, StorageError};
 
 /// Namespaces created at start, as upstream's bootstrap controller does.
-pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Creates the system namespaces that are missing.
 pub async fn bootstrap(store: &dyn Storage) -> Result<(), StorageError> {
@@ -58,7 +59,10 @@ async fn finalize_pending(
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> Result<(), StorageError> {
     let page = store
-        .list(ListOptions { prefix: "namespaces/".into(), ..Default::default() })
+        .list(ListOptions {
+            prefix: "namespaces/".into(),
+            ..Default::default()
+        })
         .await?;
     for kv in &page.items {
         finalize_if_deleting(store, &kv.value).await?;
@@ -93,7 +97,11 @@ async fn finalize_if_deleting(store: &dyn Storage, value: &[u8]) -> Result<(), S
         let prefix = format!("{}/{name}/", def.storage);
         loop {
             let page = store
-                .list(ListOptions { prefix: prefix.clone(), limit: Some(500), ..Default::default() })
+                .list(ListOptions {
+                    prefix: prefix.clone(),
+                    limit: Some(500),
+                    ..Default::default()
+                })
                 .await?;
             for kv in &page.items {
                 match store.delete(&kv.key, None).await {
@@ -109,17 +117,28 @@ async fn finalize_if_deleting(store: &dyn Storage, value: &[u8]) -> Result<(), S
     // Then drop the "kubernetes" finalizer and the namespace itself.
     let key = format!("namespaces/{name}");
     loop {
-        let Some(kv) = store.get(&key).await? else { return Ok(()) };
+        let Some(kv) = store.get(&key).await? else {
+            return Ok(());
+        };
         let mut ns: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-        if let Some(f) = ns.pointer_mut("/spec/finalizers").and_then(Value::as_array_mut) {
+        if let Some(f) = ns
+            .pointer_mut("/spec/finalizers")
+            .and_then(Value::as_array_mut)
+        {
             f.retain(|v| v != "kubernetes");
         }
-        let done = ns.pointer("/spec/finalizers").and_then(Value::as_array).is_none_or(|a| a.is_empty())
+        let done = ns
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(|a| a.is_empty())
             && object::finalizers(&ns).is_empty();
         let res = if done {
             store.delete(&key, Some(kv.mod_revision)).await.map(|_| ())
         } else {
-            store.update(&key, codec::to_stored(&ns), kv.mod_revision).await.map(|_| ())
+            store
+                .update(&key, codec::to_stored(&ns), kv.mod_revision)
+                .await
+                .map(|_| ())
         };
         match res {
             Ok(()) | Err(StorageError::NotFound(_)) => return Ok(()),

@@ -130,6 +130,7 @@ const fn keys(k: &'static [&'static str]) -> Option<ListType> {
 
 /// Transcribed from `k8s.io/api` types.go and apimachinery's `meta/v1` (struct tags and
 /// `+listType`/`+listMapKey` markers) for the groups this apiserver serves.
+#[rustfmt::skip]
 const TABLE: &[Row] = &[
     (META, "ObjectMeta", "finalizers", MERGE, None, Some(ListType::Set)),
     (META, "ObjectMeta", "ownerReferences", MERGE, Some("uid"), keys(&["uid"])),
@@ -299,11 +300,7 @@ fn kind_schema(def: &ResourceDef) -> Arc<KindSchema> {
     static CACHE: OnceLock<RwLock<HashMap<String, Arc<KindSchema>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let name = (def.typed.schema_name)().into_owned();
-    if let Some(ks) = cache
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&name)
-    {
+    if let Some(ks) = cache.read().unwrap_or_else(|e| e.into_inner()).get(&name) {
         return ks.clone();
     }
     let mut generator = schemars::SchemaGenerator::default();
@@ -463,10 +460,17 @@ pub fn strategic_merge_patch(
 }
 
 fn is_directive_key(k: &str) -> bool {
-    k == DIRECTIVE || k == RETAIN_KEYS || k.starts_with(SET_ORDER) || k.starts_with(DELETE_PRIMITIVE)
+    k == DIRECTIVE
+        || k == RETAIN_KEYS
+        || k.starts_with(SET_ORDER)
+        || k.starts_with(DELETE_PRIMITIVE)
 }
 
-fn smp_map(mut original: Map<String, Value>, patch: &Map<String, Value>, ty: Ty) -> Result<Map<String, Value>, PatchError> {
+fn smp_map(
+    mut original: Map<String, Value>,
+    patch: &Map<String, Value>,
+    ty: Ty,
+) -> Result<Map<String, Value>, PatchError> {
     if let Some(d) = patch.get(DIRECTIVE) {
         match d.as_str() {
             // Merging into nothing drops the directive and any nulls or nested directives.
@@ -487,7 +491,9 @@ fn smp_map(mut original: Map<String, Value>, patch: &Map<String, Value>, ty: Ty)
         let keep: Vec<&str> = retain
             .as_array()
             .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .ok_or_else(|| PatchError::InvalidPatch("$retainKeys must be a list of field names".into()))?;
+            .ok_or_else(|| {
+                PatchError::InvalidPatch("$retainKeys must be a list of field names".into())
+            })?;
         // Every field the patch sets must be retained, or the patch contradicts itself.
         for (k, v) in patch {
             if !v.is_null() && !is_directive_key(k) && !keep.contains(&k.as_str()) {
@@ -502,10 +508,12 @@ fn smp_map(mut original: Map<String, Value>, patch: &Map<String, Value>, ty: Ty)
     // Lists with a `$setElementOrder` are merged and ordered here, then skipped below.
     let mut ordered: Vec<&str> = Vec::new();
     for (k, order) in patch {
-        let Some(field) = k.strip_prefix(SET_ORDER) else { continue };
-        let order = order.as_array().ok_or_else(|| {
-            PatchError::InvalidPatch(format!("{k} must be a list"))
-        })?;
+        let Some(field) = k.strip_prefix(SET_ORDER) else {
+            continue;
+        };
+        let order = order
+            .as_array()
+            .ok_or_else(|| PatchError::InvalidPatch(format!("{k} must be a list")))?;
         let fty = ty.field(field);
         let merge_key = fty.meta.and_then(|m| m.merge_key);
         let patch_list = patch.get(field).and_then(Value::as_array);
@@ -518,11 +526,7 @@ fn smp_map(mut original: Map<String, Value>, patch: &Map<String, Value>, ty: Ty)
             Some(Value::Array(a)) => Some(std::mem::take(a)),
             _ => None,
         };
-        let server_ids: Vec<Option<Value>> = original_list
-            .iter()
-            .flatten()
-            .map(id)
-            .collect();
+        let server_ids: Vec<Option<Value>> = original_list.iter().flatten().map(id).collect();
         let merged = match (original_list, patch_list) {
             (None, None) => continue,
             (Some(o), None) => o,
@@ -530,17 +534,24 @@ fn smp_map(mut original: Map<String, Value>, patch: &Map<String, Value>, ty: Ty)
         };
         let order_ids: Vec<Value> = order.iter().filter_map(id).collect();
         let items = merged.into_iter().map(|v| (id(&v), v)).collect();
-        original.insert(field.to_string(), Value::Array(order_items(items, &order_ids, &server_ids)));
+        original.insert(
+            field.to_string(),
+            Value::Array(order_items(items, &order_ids, &server_ids)),
+        );
     }
 
     for (k, pv) in patch {
-        if k == DIRECTIVE || k == RETAIN_KEYS || k.starts_with(SET_ORDER) || ordered.contains(&k.as_str()) {
+        if k == DIRECTIVE
+            || k == RETAIN_KEYS
+            || k.starts_with(SET_ORDER)
+            || ordered.contains(&k.as_str())
+        {
             continue;
         }
         if let Some(field) = k.strip_prefix(DELETE_PRIMITIVE) {
-            let delete = pv.as_array().ok_or_else(|| {
-                PatchError::InvalidPatch(format!("{k} must be a list"))
-            })?;
+            let delete = pv
+                .as_array()
+                .ok_or_else(|| PatchError::InvalidPatch(format!("{k} must be a list")))?;
             if let Some(Value::Array(list)) = original.get_mut(field) {
                 list.retain(|v| !delete.contains(v));
             }
@@ -564,7 +575,8 @@ fn smp_map(mut original: Map<String, Value>, patch: &Map<String, Value>, ty: Ty)
                 *o = smp_list(taken, p, fty)?;
             }
             (Some(slot), _) => *slot = smp_fresh(pv, fty)?,
-            (None, Value::Object(p)) if p.get(DIRECTIVE).and_then(Value::as_str) == Some("delete") => {}
+            (None, Value::Object(p))
+                if p.get(DIRECTIVE).and_then(Value::as_str) == Some("delete") => {}
             (None, _) => {
                 let fresh = smp_fresh(pv, fty)?;
                 original.insert(k.clone(), fresh);
@@ -671,7 +683,11 @@ fn missing_key(key: &str, item: &Value) -> PatchError {
 
 /// Upstream's `validatePatchWithSetOrderList`: the patch list's items must appear in the
 /// `$setElementOrder` list, in the same relative order.
-fn validate_set_order(patch_list: &[Value], order: &[Value], merge_key: Option<&str>) -> Result<(), PatchError> {
+fn validate_set_order(
+    patch_list: &[Value],
+    order: &[Value],
+    merge_key: Option<&str>,
+) -> Result<(), PatchError> {
     let items: Vec<&Value> = patch_list
         .iter()
         .filter(|v| v.get(DIRECTIVE).is_none())
@@ -695,11 +711,22 @@ fn validate_set_order(patch_list: &[Value], order: &[Value], merge_key: Option<&
 
 /// Upstream's `normalizeElementOrder`: items named by the patch follow the patch's order,
 /// the others keep the live order, and the two are interleaved by their places in the live list.
-fn order_items<I: PartialEq>(items: Vec<(Option<I>, Value)>, patch_order: &[I], server_order: &[Option<I>]) -> Vec<Value> {
-    let pos_in_patch = |id: &Option<I>| id.as_ref().and_then(|i| patch_order.iter().position(|p| p == i));
-    let pos_in_server = |id: &Option<I>| id.as_ref().and_then(|i| server_order.iter().position(|s| s.as_ref() == Some(i)));
-    let (mut from_patch, mut server_only): (Vec<_>, Vec<_>) =
-        items.into_iter().partition(|(id, _)| pos_in_patch(id).is_some());
+fn order_items<I: PartialEq>(
+    items: Vec<(Option<I>, Value)>,
+    patch_order: &[I],
+    server_order: &[Option<I>],
+) -> Vec<Value> {
+    let pos_in_patch = |id: &Option<I>| {
+        id.as_ref()
+            .and_then(|i| patch_order.iter().position(|p| p == i))
+    };
+    let pos_in_server = |id: &Option<I>| {
+        id.as_ref()
+            .and_then(|i| server_order.iter().position(|s| s.as_ref() == Some(i)))
+    };
+    let (mut from_patch, mut server_only): (Vec<_>, Vec<_>) = items
+        .into_iter()
+        .partition(|(id, _)| pos_in_patch(id).is_some());
     from_patch.sort_by_key(|(id, _)| pos_in_patch(id));
     server_only.sort_by_key(|(id, _)| pos_in_server(id).unwrap_or(usize::MAX));
 
@@ -754,8 +781,11 @@ impl Pe {
         let (kind, rest) = s.split_at_checked(2)?;
         Some(match kind {
             "f:" => Pe::Field(rest.to_string()),
-            "k:" => Pe::Key(canonical(&serde_json::from_str(rest).ok()?)),
-            "v:" => Pe::Value(canonical(&serde_json::from_str(rest).ok()?)),
+            // Stored keys are taken as written: both upstream and `canonical` write compact JSON
+            // with sorted keys, and parsing every key of every entry on every write is the
+            // largest cost of update tracking.
+            "k:" => Pe::Key(rest.to_string()),
+            "v:" => Pe::Value(rest.to_string()),
             "i:" => Pe::Index(rest.parse().ok()?),
             _ => return None,
         })
@@ -769,7 +799,11 @@ fn canonical(v: &Value) -> String {
             Value::Object(m) => {
                 let mut keys: Vec<&String> = m.keys().collect();
                 keys.sort();
-                Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&m[k]))).collect())
+                Value::Object(
+                    keys.into_iter()
+                        .map(|k| (k.clone(), sorted(&m[k])))
+                        .collect(),
+                )
             }
             other => other.clone(),
         }
@@ -849,20 +883,25 @@ impl FieldSet {
     }
 
     fn difference(&self, other: &FieldSet) -> FieldSet {
-        let mut out = FieldSet {
-            member: self.member && !other.member,
-            children: BTreeMap::new(),
-        };
-        for (pe, c) in &self.children {
-            let d = match other.children.get(pe) {
-                Some(o) => c.difference(o),
-                None => c.clone(),
-            };
-            if !d.is_empty() {
-                out.children.insert(pe.clone(), d);
+        let mut out = self.clone();
+        out.subtract(other);
+        out
+    }
+
+    /// Removes `other`'s members in place; walks only `other`, which is usually the small side
+    /// (the fields one write changed).
+    fn subtract(&mut self, other: &FieldSet) {
+        if other.member {
+            self.member = false;
+        }
+        for (pe, o) in &other.children {
+            if let Some(c) = self.children.get_mut(pe) {
+                c.subtract(o);
+                if c.is_empty() {
+                    self.children.remove(pe);
+                }
             }
         }
-        out
     }
 
     fn intersection(&self, other: &FieldSet) -> FieldSet {
@@ -952,6 +991,14 @@ fn never_owned(path: &[Pe]) -> bool {
     }
 }
 
+fn root_or_metadata(path: &[Pe]) -> bool {
+    match path {
+        [] => true,
+        [Pe::Field(f)] => f == "metadata",
+        _ => false,
+    }
+}
+
 /// Whether nothing below `path` can be owned (so walks need not descend).
 fn skipped(path: &[Pe]) -> bool {
     path.len() <= 2 && never_owned(path) && path != [Pe::Field("metadata".into())]
@@ -1007,7 +1054,9 @@ fn get_at<'v>(v: &'v Value, path: &[Pe]) -> Option<&'v Value> {
 }
 
 fn remove_at(v: &mut Value, path: &[Pe]) {
-    let Some((last, parent)) = path.split_last() else { return };
+    let Some((last, parent)) = path.split_last() else {
+        return;
+    };
     let mut cur = v;
     for pe in parent {
         let next = match pe {
@@ -1052,7 +1101,14 @@ fn bad_key(path: &[Pe], keys: &[&str], item: &Value) -> PatchError {
 
 /// Upstream's `ToFieldSet`: the leaves, map entries and list items `v` sets. With `added`, the
 /// value is new, so maps and lists are owned themselves too (upstream's `Added` of a compare).
-fn collect(v: &Value, ty: Ty, path: &mut Vec<Pe>, set: &mut FieldSet, added: bool, on_bad: OnBadKey) -> Result<(), PatchError> {
+fn collect(
+    v: &Value,
+    ty: Ty,
+    path: &mut Vec<Pe>,
+    set: &mut FieldSet,
+    added: bool,
+    on_bad: OnBadKey,
+) -> Result<(), PatchError> {
     if skipped(path) {
         return Ok(());
     }
@@ -1120,7 +1176,14 @@ fn collect(v: &Value, ty: Ty, path: &mut Vec<Pe>, set: &mut FieldSet, added: boo
 }
 
 /// Upstream's `Compare`: `changed` gets what `new` adds or modifies, `removed` what it drops.
-fn diff(old: Option<&Value>, new: Option<&Value>, ty: Ty, path: &mut Vec<Pe>, changed: &mut FieldSet, removed: &mut FieldSet) {
+fn diff(
+    old: Option<&Value>,
+    new: Option<&Value>,
+    ty: Ty,
+    path: &mut Vec<Pe>,
+    changed: &mut FieldSet,
+    removed: &mut FieldSet,
+) {
     if skipped(path) {
         return;
     }
@@ -1133,7 +1196,9 @@ fn diff(old: Option<&Value>, new: Option<&Value>, ty: Ty, path: &mut Vec<Pe>, ch
             // Bookkeeping never fails a write: lists with keyless items count as atomic.
             let _ = collect(n, ty, path, changed, true, OnBadKey::Atomic);
         }
-        (Some(o), Some(n)) if o == n => {}
+        // The root and metadata always differ (resourceVersion, managedFields): comparing them
+        // whole would only cost a deep comparison of the object before descending anyway.
+        (Some(o), Some(n)) if !root_or_metadata(path) && o == n => {}
         (Some(Value::Object(om)), Some(Value::Object(nm))) => {
             if ty.is_atomic() {
                 changed.insert(path);
@@ -1167,7 +1232,9 @@ fn diff(old: Option<&Value>, new: Option<&Value>, ty: Ty, path: &mut Vec<Pe>, ch
                 }
             }
             ListType::Map(keys) => {
-                let keyed = |a: &'_ [Value]| -> Option<Vec<Pe>> { a.iter().map(|it| item_key(it, keys)).collect() };
+                let keyed = |a: &'_ [Value]| -> Option<Vec<Pe>> {
+                    a.iter().map(|it| item_key(it, keys)).collect()
+                };
                 let (Some(ok), Some(nk)) = (keyed(oa), keyed(na)) else {
                     changed.insert(path);
                     return;
@@ -1259,19 +1326,30 @@ fn decode_entries(v: Option<&Value>) -> Vec<Entry> {
 fn store_entries(obj: &mut Value, mut entries: Vec<Entry>) {
     entries.retain(|e| !e.set.is_empty());
     entries.sort_by(|a, b| {
-        (&a.operation, &a.time, &a.manager, &a.api_version, &a.subresource).cmp(&(
-            &b.operation,
-            &b.time,
-            &b.manager,
-            &b.api_version,
-            &b.subresource,
-        ))
+        (
+            &a.operation,
+            &a.time,
+            &a.manager,
+            &a.api_version,
+            &a.subresource,
+        )
+            .cmp(&(
+                &b.operation,
+                &b.time,
+                &b.manager,
+                &b.api_version,
+                &b.subresource,
+            ))
     });
-    let Some(obj) = obj.as_object_mut() else { return };
+    let Some(obj) = obj.as_object_mut() else {
+        return;
+    };
     let meta = obj
         .entry("metadata")
         .or_insert_with(|| Value::Object(Map::new()));
-    let Some(meta) = meta.as_object_mut() else { return };
+    let Some(meta) = meta.as_object_mut() else {
+        return;
+    };
     if entries.is_empty() {
         meta.shift_remove("managedFields");
     } else {
@@ -1313,13 +1391,24 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// `force`, which takes them over. Fields `manager` applied before but no longer does are
 /// removed unless another manager owns them. `status` of kinds with a status subresource is not
 /// applied through the main resource, as upstream resets it.
-pub fn apply(live: Option<&Value>, applied: &Value, manager: &str, force: bool, def: &ResourceDef, now: &str) -> Result<Value, PatchError> {
+pub fn apply(
+    live: Option<&Value>,
+    applied: &Value,
+    manager: &str,
+    force: bool,
+    def: &ResourceDef,
+    now: &str,
+) -> Result<Value, PatchError> {
     let Some(cfg_map) = applied.as_object() else {
-        return Err(PatchError::InvalidApply("the apply configuration must be an object".into()));
+        return Err(PatchError::InvalidApply(
+            "the apply configuration must be an object".into(),
+        ));
     };
     if let Some(mf) = cfg_map.get("metadata").and_then(|m| m.get("managedFields")) {
         if !(mf.is_null() || mf.as_array().is_some_and(Vec::is_empty)) {
-            return Err(PatchError::InvalidApply("metadata.managedFields must be nil".into()));
+            return Err(PatchError::InvalidApply(
+                "metadata.managedFields must be nil".into(),
+            ));
         }
     }
     let ks = kind_schema(def);
@@ -1332,13 +1421,22 @@ pub fn apply(live: Option<&Value>, applied: &Value, manager: &str, force: bool, 
             c.shift_remove("status");
         }
     }
-    let live_plain = live.map(without_managed_fields).unwrap_or_else(|| Value::Object(Map::new()));
+    let live_plain = live
+        .map(without_managed_fields)
+        .unwrap_or_else(|| Value::Object(Map::new()));
     let mut entries = decode_entries(live.and_then(managed_fields));
     if live.is_some() && entries.is_empty() {
         // As upstream: an object written without field tracking is owned by
         // "before-first-apply", so the first apply cannot silently take its fields.
         let mut set = FieldSet::default();
-        let _ = collect(&live_plain, ty, &mut Vec::new(), &mut set, true, OnBadKey::Atomic);
+        let _ = collect(
+            &live_plain,
+            ty,
+            &mut Vec::new(),
+            &mut set,
+            true,
+            OnBadKey::Atomic,
+        );
         entries.push(Entry {
             manager: "before-first-apply".into(),
             operation: "Update".into(),
@@ -1350,7 +1448,14 @@ pub fn apply(live: Option<&Value>, applied: &Value, manager: &str, force: bool, 
     }
 
     let mut cfg_set = FieldSet::default();
-    collect(&config, ty, &mut Vec::new(), &mut cfg_set, false, OnBadKey::Fail)?;
+    collect(
+        &config,
+        ty,
+        &mut Vec::new(),
+        &mut cfg_set,
+        false,
+        OnBadKey::Fail,
+    )?;
     let mut merged = ssa_merge(&live_plain, &config, ty, &mut Vec::new())?;
 
     let own = entries
@@ -1371,7 +1476,14 @@ pub fn apply(live: Option<&Value>, applied: &Value, manager: &str, force: bool, 
     }
 
     let (mut changed, mut removed) = (FieldSet::default(), FieldSet::default());
-    diff(Some(&live_plain), Some(&merged), ty, &mut Vec::new(), &mut changed, &mut removed);
+    diff(
+        Some(&live_plain),
+        Some(&merged),
+        ty,
+        &mut Vec::new(),
+        &mut changed,
+        &mut removed,
+    );
 
     let conflicts: Vec<(usize, FieldSet)> = entries
         .iter()
@@ -1390,7 +1502,14 @@ pub fn apply(live: Option<&Value>, applied: &Value, manager: &str, force: bool, 
         };
         let remaining: Vec<(usize, FieldSet)> = conflicts
             .iter()
-            .map(|(i, c)| (*i, allowed.as_ref().map_or_else(|| c.clone(), |a| c.difference(a))))
+            .map(|(i, c)| {
+                (
+                    *i,
+                    allowed
+                        .as_ref()
+                        .map_or_else(|| c.clone(), |a| c.difference(a)),
+                )
+            })
             .filter(|(_, c)| !c.is_empty())
             .collect();
         if !remaining.is_empty() {
@@ -1398,7 +1517,7 @@ pub fn apply(live: Option<&Value>, applied: &Value, manager: &str, force: bool, 
         }
     }
     for (i, c) in &conflicts {
-        entries[*i].set = entries[*i].set.difference(c);
+        entries[*i].set.subtract(c);
     }
     for (i, e) in entries.iter_mut().enumerate() {
         if Some(i) != own {
@@ -1455,7 +1574,10 @@ fn sync_last_applied(merged: &mut Value, config: &Value) {
         a.shift_remove(LAST_APPLIED);
     }
     // Go's encoder sorts map keys and ends the document with a newline.
-    annotations.insert(LAST_APPLIED.into(), format!("{}\n", canonical(&last)).into());
+    annotations.insert(
+        LAST_APPLIED.into(),
+        format!("{}\n", canonical(&last)).into(),
+    );
 }
 
 /// structured-merge-diff's merge of a configuration into the live object.
@@ -1499,7 +1621,10 @@ fn ssa_merge(live: &Value, cfg: &Value, ty: Ty, path: &mut Vec<Pe>) -> Result<Va
                 }
                 ListType::Map(keys) => {
                     let ity = ty.items();
-                    let mut out: Vec<(Option<Pe>, Value)> = l.iter().map(|it| (item_key(it, keys), it.clone())).collect();
+                    let mut out: Vec<(Option<Pe>, Value)> = l
+                        .iter()
+                        .map(|it| (item_key(it, keys), it.clone()))
+                        .collect();
                     let server: Vec<Option<Pe>> = out.iter().map(|(k, _)| k.clone()).collect();
                     let mut cfg_ids: Vec<Pe> = Vec::with_capacity(c.len());
                     for ci in c {
@@ -1514,7 +1639,8 @@ fn ssa_merge(live: &Value, cfg: &Value, ty: Ty, path: &mut Vec<Pe>) -> Result<Va
                         path.push(pe.clone());
                         match out.iter_mut().find(|(k, _)| k.as_ref() == Some(&pe)) {
                             Some((_, v)) => *v = ssa_merge(v, ci, ity, path)?,
-                            None => out.push((Some(pe.clone()), ssa_merge(&Value::Null, ci, ity, path)?)),
+                            None => out
+                                .push((Some(pe.clone()), ssa_merge(&Value::Null, ci, ity, path)?)),
                         }
                         path.pop();
                         cfg_ids.push(pe);
@@ -1555,7 +1681,14 @@ fn allowed_from_last_applied(live: &Value, ty: Ty, api_version: &str) -> Option<
     let mut set = FieldSet::default();
     collect(&last, ty, &mut Vec::new(), &mut set, false, OnBadKey::Fail).ok()?;
     let (mut changed, mut removed) = (FieldSet::default(), FieldSet::default());
-    diff(Some(&last), Some(live), ty, &mut Vec::new(), &mut changed, &mut removed);
+    diff(
+        Some(&last),
+        Some(live),
+        ty,
+        &mut Vec::new(),
+        &mut changed,
+        &mut removed,
+    );
     let kept = set.difference(&changed).difference(&removed);
     // A path still in the annotation but with another live value is not ours to take.
     let paths = kept.paths();
@@ -1576,7 +1709,10 @@ fn conflict_error(entries: &[Entry], conflicts: &[(usize, FieldSet)]) -> ApplyCo
         let manager = entries[*i].display();
         for p in set.paths() {
             let field = display_path(&p);
-            by_manager.entry(manager.clone()).or_default().push(field.clone());
+            by_manager
+                .entry(manager.clone())
+                .or_default()
+                .push(field.clone());
             list.push(ApplyConflict {
                 manager: manager.clone(),
                 field,
@@ -1594,7 +1730,11 @@ fn conflict_error(entries: &[Entry], conflicts: &[(usize, FieldSet)]) -> ApplyCo
             lines.push(format!("conflicts with {manager}:"));
             lines.extend(fields.iter().map(|f| format!("- {f}")));
         }
-        format!("Apply failed with {} conflicts: {}", list.len(), lines.join("\n"))
+        format!(
+            "Apply failed with {} conflicts: {}",
+            list.len(),
+            lines.join("\n")
+        )
     };
     ApplyConflicts {
         message,
@@ -1612,12 +1752,25 @@ fn conflict_error(entries: &[Entry], conflicts: &[(usize, FieldSet)]) -> ApplyCo
 ///
 /// Managed fields come from `new` when the client sent some, otherwise from `old`. Nothing is
 /// recomputed when only server-owned metadata differs.
-pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, operation: &str, subresource: Option<&str>, now: &str) {
+pub fn record_update(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    operation: &str,
+    subresource: Option<&str>,
+    now: &str,
+) {
     if !new.is_object() {
         return;
     }
-    let sent = managed_fields(new).and_then(Value::as_array).is_some_and(|a| !a.is_empty());
-    let source = if sent { managed_fields(new) } else { old.and_then(managed_fields) };
+    let sent = managed_fields(new)
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
+    let source = if sent {
+        managed_fields(new)
+    } else {
+        old.and_then(managed_fields)
+    };
     if let Some(o) = old {
         if same_ignoring_server_fields(o, new) {
             if !sent {
@@ -1635,10 +1788,17 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, operat
     let ks = root_ty_for(new);
     let ty = ks.as_deref().map_or_else(Ty::unknown, Ty::root);
     let (mut changed, mut removed) = (FieldSet::default(), FieldSet::default());
-    diff(old, Some(new), ty, &mut Vec::new(), &mut changed, &mut removed);
+    diff(
+        old,
+        Some(new),
+        ty,
+        &mut Vec::new(),
+        &mut changed,
+        &mut removed,
+    );
 
     for e in &mut entries {
-        e.set = e.set.difference(&changed);
+        e.set.subtract(&changed);
         e.set.remove_subtrees(&removed);
     }
     if !changed.is_empty() {
@@ -1682,8 +1842,12 @@ fn same_ignoring_server_fields(a: &Value, b: &Value) -> bool {
         let empty = Map::new();
         let x = x.and_then(Value::as_object).unwrap_or(&empty);
         let y = y.and_then(Value::as_object).unwrap_or(&empty);
-        x.iter().filter(|(k, _)| !owned(k)).all(|(k, v)| y.get(k) == Some(v))
-            && y.iter().filter(|(k, _)| !owned(k)).all(|(k, _)| x.contains_key(k))
+        x.iter()
+            .filter(|(k, _)| !owned(k))
+            .all(|(k, v)| y.get(k) == Some(v))
+            && y.iter()
+                .filter(|(k, _)| !owned(k))
+                .all(|(k, _)| x.contains_key(k))
     };
     let top_eq = |x: &Map<String, Value>, y: &Map<String, Value>| {
         x.iter()
@@ -1691,4 +1855,945 @@ fn same_ignoring_server_fields(a: &Value, b: &Value) -> bool {
             .all(|(k, v)| y.get(k) == Some(v))
     };
     top_eq(a, b) && top_eq(b, a) && meta_eq(a.get("metadata"), b.get("metadata"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::find;
+    use serde_json::json;
+
+    const T0: &str = "2026-11-29T10:00:00Z";
+    const T1: &str = "2026-11-29T11:00:00Z";
+
+    fn deployments() -> &'static ResourceDef {
+        find("apps", "v1", "deployments").expect("deployments are served")
+    }
+
+    fn pods() -> &'static ResourceDef {
+        find("", "v1", "pods").expect("pods are served")
+    }
+
+    fn services() -> &'static ResourceDef {
+        find("", "v1", "services").expect("services are served")
+    }
+
+    fn deployment(image: &str) -> Value {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "app", "namespace": "default", "labels": {"app": "app"}},
+            "spec": {
+                "replicas": 3,
+                "selector": {"matchLabels": {"app": "app"}},
+                "template": {
+                    "metadata": {"labels": {"app": "app"}},
+                    "spec": {"containers": [{"image": image, "name": "c"}]}
+                }
+            }
+        })
+    }
+
+    fn smp(doc: &Value, patch: Value, def: &ResourceDef) -> Value {
+        strategic_merge_patch(doc, &patch, def).expect("patch applies")
+    }
+
+    fn containers(v: &Value) -> &Value {
+        &v["spec"]["template"]["spec"]["containers"]
+    }
+
+    fn names(list: &Value) -> Vec<&str> {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str())
+            .collect()
+    }
+
+    fn entry<'v>(obj: &'v Value, manager: &str) -> Option<&'v Value> {
+        obj["metadata"]["managedFields"]
+            .as_array()?
+            .iter()
+            .find(|e| e["manager"] == manager)
+    }
+
+    fn owns(obj: &Value, manager: &str, pointer: &str) -> bool {
+        entry(obj, manager)
+            .and_then(|e| e["fieldsV1"].pointer(pointer))
+            .is_some()
+    }
+
+    // --- merge tables ------------------------------------------------------------------------
+
+    #[test]
+    fn merge_info_matches_upstream_tags() {
+        assert_eq!(
+            list_merge_info("io.k8s.api.core.v1.PodSpec", "containers"),
+            Some(("merge", Some("name")))
+        );
+        assert_eq!(
+            list_merge_info("io.k8s.api.core.v1.Container", "ports"),
+            Some(("merge", Some("containerPort")))
+        );
+        assert_eq!(
+            list_merge_info("io.k8s.api.core.v1.PodSpec", "volumes"),
+            Some(("merge,retainKeys", Some("name")))
+        );
+        assert_eq!(
+            list_merge_info(
+                "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+                "finalizers"
+            ),
+            Some(("merge", None))
+        );
+        assert_eq!(
+            list_merge_info("io.k8s.api.apps.v1.DeploymentSpec", "strategy"),
+            Some(("retainKeys", None))
+        );
+        assert_eq!(
+            list_merge_info("io.k8s.api.core.v1.Container", "args"),
+            None
+        );
+        assert_eq!(
+            list_type("io.k8s.api.core.v1.ServiceSpec", "ports"),
+            Some(ListType::Map(&["port", "protocol"]))
+        );
+        assert_eq!(
+            list_type("io.k8s.api.core.v1.PodStatus", "conditions"),
+            Some(ListType::Map(&["type"]))
+        );
+        assert_eq!(
+            list_type("io.k8s.api.core.v1.PodStatus", "hostIPs"),
+            Some(ListType::Atomic)
+        );
+        assert!(is_atomic_struct(
+            "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"
+        ));
+        assert!(!is_atomic_struct("io.k8s.api.core.v1.PodSpec"));
+    }
+
+    #[test]
+    fn every_served_kind_has_a_walkable_schema() {
+        for def in crate::resources::RESOURCES {
+            let ks = kind_schema(def);
+            let ty = Ty::root(&ks);
+            assert!(ty.is_struct(), "{} root schema has properties", def.kind);
+            assert_eq!(
+                ty.field("metadata").name,
+                Some("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                "{}",
+                def.kind
+            );
+        }
+        let ks = kind_schema(deployments());
+        let spec = Ty::root(&ks).field("spec").field("template").field("spec");
+        assert_eq!(spec.name, Some("io.k8s.api.core.v1.PodSpec"));
+        assert_eq!(
+            spec.field("containers").list_type(),
+            ListType::Map(&["name"])
+        );
+        assert_eq!(
+            spec.field("containers").items().name,
+            Some("io.k8s.api.core.v1.Container")
+        );
+    }
+
+    // --- JSON patch and merge patch ----------------------------------------------------------
+
+    #[test]
+    fn json_patch_applies_operations() {
+        let out = json_patch(
+            &deployment("x:1"),
+            &json!([
+                {"op": "replace", "path": "/spec/replicas", "value": 5},
+                {"op": "add", "path": "/metadata/labels/tier", "value": "web"},
+                {"op": "test", "path": "/spec/template/spec/containers/0/name", "value": "c"}
+            ]),
+        )
+        .expect("patch applies");
+        assert_eq!(out["spec"]["replicas"], 5);
+        assert_eq!(out["metadata"]["labels"]["tier"], "web");
+    }
+
+    #[test]
+    fn json_patch_reports_failed_test_and_bad_bodies() {
+        let failed = json_patch(
+            &deployment("x:1"),
+            &json!([{"op": "test", "path": "/spec/replicas", "value": 9}]),
+        );
+        assert!(
+            matches!(failed, Err(PatchError::JsonPatchFailed(_))),
+            "{failed:?}"
+        );
+        let missing = json_patch(
+            &deployment("x:1"),
+            &json!([{"op": "remove", "path": "/spec/nope"}]),
+        );
+        assert!(matches!(missing, Err(PatchError::JsonPatchFailed(_))));
+        let bad = json_patch(&deployment("x:1"), &json!({"spec": {}}));
+        assert!(matches!(bad, Err(PatchError::InvalidPatch(_))));
+    }
+
+    #[test]
+    fn merge_patch_is_rfc7386() {
+        // kubectl scale's body.
+        let out = merge_patch(&deployment("x:1"), &json!({"spec": {"replicas": 5}}));
+        assert_eq!(out["spec"]["replicas"], 5);
+        assert_eq!(containers(&out)[0]["image"], "x:1");
+        let out = merge_patch(
+            &out,
+            &json!({"metadata": {"labels": null}, "spec": {"template": {"spec": {"containers": [{"name": "d"}]}}}}),
+        );
+        assert!(out["metadata"].get("labels").is_none());
+        assert_eq!(containers(&out), &json!([{"name": "d"}]));
+    }
+
+    // --- strategic merge patch ---------------------------------------------------------------
+
+    #[test]
+    fn smp_kubectl_apply_body_updates_container_by_name() {
+        let mut live = deployment("nginx:1.27");
+        live["spec"]["template"]["spec"]["containers"][0]["ports"] =
+            json!([{"containerPort": 80, "protocol": "TCP"}]);
+        // The body of server-10-apply-change.log.
+        let patch = json!({"metadata":{"annotations":{"kubectl.kubernetes.io/last-applied-configuration":"{}\n"}},"spec":{"replicas":3,"template":{"spec":{"$setElementOrder/containers":[{"name":"c"}],"containers":[{"image":"nginx:1.28","name":"c"}]}}}});
+        let out = smp(&live, patch, deployments());
+        assert_eq!(
+            containers(&out),
+            &json!([{"image": "nginx:1.28", "name": "c", "ports": [{"containerPort": 80, "protocol": "TCP"}]}])
+        );
+        assert_eq!(out["metadata"]["labels"], json!({"app": "app"}));
+        assert_eq!(
+            out["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"],
+            "{}\n"
+        );
+        assert!(
+            !out.to_string().contains('$'),
+            "no directive survives: {out}"
+        );
+    }
+
+    #[test]
+    fn smp_appends_new_keyed_items_and_merges_nested_keyed_lists() {
+        let mut live = deployment("x:1");
+        live["spec"]["template"]["spec"]["containers"][0]["env"] =
+            json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]);
+        let out = smp(
+            &live,
+            json!({"spec": {"template": {"spec": {"containers": [
+                {"name": "c", "env": [{"name": "B", "value": "3"}, {"name": "C", "value": "4"}]},
+                {"name": "sidecar", "image": "s:1"}
+            ]}}}}),
+            deployments(),
+        );
+        assert_eq!(names(containers(&out)), ["c", "sidecar"]);
+        assert_eq!(
+            containers(&out)[0]["env"],
+            json!([{"name": "A", "value": "1"}, {"name": "B", "value": "3"}, {"name": "C", "value": "4"}])
+        );
+        assert_eq!(containers(&out)[0]["image"], "x:1");
+    }
+
+    #[test]
+    fn smp_patch_delete_removes_the_keyed_item() {
+        let mut live = deployment("x:1");
+        live["spec"]["template"]["spec"]["containers"] =
+            json!([{"name": "a", "image": "a"}, {"name": "b", "image": "b"}]);
+        let out = smp(
+            &live,
+            json!({"spec": {"template": {"spec": {
+                "$setElementOrder/containers": [{"name": "b"}],
+                "containers": [{"$patch": "delete", "name": "a"}]
+            }}}}),
+            deployments(),
+        );
+        assert_eq!(containers(&out), &json!([{"name": "b", "image": "b"}]));
+    }
+
+    #[test]
+    fn smp_patch_replace_in_list_replaces_the_list() {
+        let mut live = deployment("x:1");
+        live["spec"]["template"]["spec"]["containers"] =
+            json!([{"name": "a", "image": "a"}, {"name": "b", "image": "b"}]);
+        let out = smp(
+            &live,
+            json!({"spec": {"template": {"spec": {"containers": [
+                {"$patch": "replace"}, {"name": "z", "image": "z"}
+            ]}}}}),
+            deployments(),
+        );
+        assert_eq!(containers(&out), &json!([{"name": "z", "image": "z"}]));
+    }
+
+    #[test]
+    fn smp_patch_replace_and_delete_on_maps() {
+        let live = deployment("x:1");
+        let out = smp(
+            &live,
+            json!({"metadata": {"labels": {"$patch": "replace", "new": "1"}}}),
+            deployments(),
+        );
+        assert_eq!(out["metadata"]["labels"], json!({"new": "1"}));
+        let out = smp(
+            &live,
+            json!({"spec": {"selector": {"$patch": "delete"}}}),
+            deployments(),
+        );
+        assert_eq!(out["spec"]["selector"], json!({}));
+        let out = smp(
+            &live,
+            json!({"metadata": {"labels": {"$patch": "merge", "b": "2"}}}),
+            deployments(),
+        );
+        assert_eq!(out["metadata"]["labels"], json!({"app": "app", "b": "2"}));
+        let bad = strategic_merge_patch(
+            &live,
+            &json!({"metadata": {"$patch": "explode"}}),
+            deployments(),
+        );
+        assert!(matches!(bad, Err(PatchError::BadDirective(_))));
+    }
+
+    #[test]
+    fn smp_retain_keys_drops_unlisted_fields() {
+        let mut live = deployment("x:1");
+        live["spec"]["strategy"] =
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}});
+        // What kubectl apply sends when switching to Recreate.
+        let out = smp(
+            &live,
+            json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate", "rollingUpdate": null}}}),
+            deployments(),
+        );
+        assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
+        let bad = strategic_merge_patch(
+            &live,
+            &json!({"spec": {"strategy": {"$retainKeys": ["type"], "rollingUpdate": {"maxSurge": 2}}}}),
+            deployments(),
+        );
+        assert!(matches!(bad, Err(PatchError::InvalidPatch(_))), "{bad:?}");
+    }
+
+    #[test]
+    fn smp_primitive_merge_lists_union_and_delete() {
+        let mut live = deployment("x:1");
+        live["metadata"]["finalizers"] = json!(["a", "b"]);
+        let out = smp(
+            &live,
+            json!({"metadata": {"finalizers": ["b", "c"]}}),
+            deployments(),
+        );
+        assert_eq!(out["metadata"]["finalizers"], json!(["a", "b", "c"]));
+        let out = smp(
+            &out,
+            json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a", "c"]}}),
+            deployments(),
+        );
+        assert_eq!(out["metadata"]["finalizers"], json!(["b"]));
+        let out = smp(
+            &live,
+            json!({"metadata": {"$setElementOrder/finalizers": ["c", "b", "a"], "finalizers": ["c"]}}),
+            deployments(),
+        );
+        assert_eq!(out["metadata"]["finalizers"], json!(["c", "b", "a"]));
+    }
+
+    #[test]
+    fn smp_set_element_order_orders_the_merged_list() {
+        let mut live = deployment("x:1");
+        live["spec"]["template"]["spec"]["containers"] =
+            json!([{"name": "a"}, {"name": "b"}, {"name": "c"}]);
+        let out = smp(
+            &live,
+            json!({"spec": {"template": {"spec": {
+                "$setElementOrder/containers": [{"name": "c"}, {"name": "b"}, {"name": "a"}],
+                "containers": [{"name": "b", "image": "b:2"}]
+            }}}}),
+            deployments(),
+        );
+        assert_eq!(names(containers(&out)), ["c", "b", "a"]);
+        assert_eq!(containers(&out)[1]["image"], "b:2");
+        // Items the order list does not name keep their live place.
+        let out = smp(
+            &live,
+            json!({"spec": {"template": {"spec": {
+                "$setElementOrder/containers": [{"name": "c"}, {"name": "a"}],
+            }}}}),
+            deployments(),
+        );
+        assert_eq!(names(containers(&out)), ["b", "c", "a"]);
+        let bad = strategic_merge_patch(
+            &live,
+            &json!({"spec": {"template": {"spec": {
+                "$setElementOrder/containers": [{"name": "a"}, {"name": "b"}],
+                "containers": [{"name": "b"}, {"name": "a"}]
+            }}}}),
+            deployments(),
+        );
+        assert!(matches!(bad, Err(PatchError::InvalidPatch(_))), "{bad:?}");
+    }
+
+    #[test]
+    fn smp_replaces_lists_without_merge_info_and_deletes_nulls() {
+        let mut live = deployment("x:1");
+        live["spec"]["template"]["spec"]["containers"][0]["args"] = json!(["a", "b"]);
+        live["spec"]["template"]["spec"]["tolerations"] = json!([{"key": "k"}]);
+        let out = smp(
+            &live,
+            json!({"metadata": {"labels": {"app": null, "x": "y"}}, "spec": {"template": {"spec": {
+                "tolerations": [{"key": "j"}],
+                "containers": [{"name": "c", "args": ["z"]}]
+            }}}}),
+            deployments(),
+        );
+        assert_eq!(containers(&out)[0]["args"], json!(["z"]));
+        assert_eq!(
+            out["spec"]["template"]["spec"]["tolerations"],
+            json!([{"key": "j"}])
+        );
+        assert_eq!(out["metadata"]["labels"], json!({"x": "y"}));
+    }
+
+    #[test]
+    fn smp_keys_by_each_lists_own_merge_key() {
+        let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+            "spec": {"ports": [{"port": 80, "targetPort": 8080}, {"port": 443}]}});
+        let out = smp(
+            &svc,
+            json!({"spec": {"ports": [{"port": 80, "targetPort": 9090}]}}),
+            services(),
+        );
+        assert_eq!(
+            out["spec"]["ports"],
+            json!([{"port": 80, "targetPort": 9090}, {"port": 443}])
+        );
+
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p",
+                "ownerReferences": [{"uid": "1", "name": "a"}]},
+            "spec": {"containers": [{"name": "c", "ports": [{"containerPort": 80}],
+                "volumeMounts": [{"mountPath": "/a", "name": "v"}]}]}});
+        let out = smp(
+            &pod,
+            json!({"metadata": {"ownerReferences": [{"uid": "2", "name": "b"}]},
+                "spec": {"containers": [{"name": "c", "ports": [{"containerPort": 81}],
+                    "volumeMounts": [{"mountPath": "/a", "readOnly": true}]}]}}),
+            pods(),
+        );
+        // As upstream's mergeSortedSlice: a patch naming only new items puts them first.
+        assert_eq!(names(&out["metadata"]["ownerReferences"]), ["b", "a"]);
+        assert_eq!(
+            out["spec"]["containers"][0]["ports"],
+            json!([{"containerPort": 81}, {"containerPort": 80}])
+        );
+        assert_eq!(
+            out["spec"]["containers"][0]["volumeMounts"],
+            json!([{"mountPath": "/a", "name": "v", "readOnly": true}])
+        );
+    }
+
+    #[test]
+    fn smp_rejects_items_without_merge_key() {
+        let err = strategic_merge_patch(
+            &deployment("x:1"),
+            &json!({"spec": {"template": {"spec": {"containers": [{"image": "x"}]}}}}),
+            deployments(),
+        )
+        .expect_err("an item without its name cannot be merged");
+        assert!(
+            err.to_string()
+                .contains("does not contain declared merge key: name"),
+            "{err}"
+        );
+        let err = strategic_merge_patch(
+            &deployment("x:1"),
+            &json!({"spec": {"$bogus": 1}}),
+            deployments(),
+        );
+        assert!(matches!(err, Err(PatchError::BadDirective(_))));
+        let err = strategic_merge_patch(&deployment("x:1"), &json!([1]), deployments());
+        assert!(matches!(err, Err(PatchError::InvalidPatch(_))));
+    }
+
+    #[test]
+    fn smp_new_fields_carry_no_directives_or_nulls() {
+        let mut live = deployment("x:1");
+        live["spec"]["template"]["spec"]
+            .as_object_mut()
+            .expect("object")
+            .shift_remove("containers");
+        let out = smp(
+            &live,
+            json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null},
+                "template": {"spec": {"containers": [{"name": "a", "env": [{"$patch": "delete", "name": "X"}]}]}}}}),
+            deployments(),
+        );
+        assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
+        assert_eq!(containers(&out), &json!([{"name": "a", "env": []}]));
+    }
+
+    // --- server-side apply -------------------------------------------------------------------
+
+    #[test]
+    fn apply_creates_from_nothing_with_upstream_field_encoding() {
+        let cfg = deployment("nginx:1.29");
+        let out = apply(None, &cfg, "kubectl", false, deployments(), T0).expect("apply creates");
+        let mut plain = out.clone();
+        plain["metadata"]
+            .as_object_mut()
+            .expect("metadata")
+            .shift_remove("managedFields");
+        assert_eq!(plain, cfg);
+        let e = entry(&out, "kubectl").expect("an entry for kubectl");
+        assert_eq!(e["operation"], "Apply");
+        assert_eq!(e["apiVersion"], "apps/v1");
+        assert_eq!(e["time"], T0);
+        assert_eq!(e["fieldsType"], "FieldsV1");
+        assert_eq!(
+            e["fieldsV1"],
+            json!({
+                "f:metadata": {"f:labels": {"f:app": {}}},
+                "f:spec": {
+                    "f:replicas": {},
+                    "f:selector": {},
+                    "f:template": {
+                        "f:metadata": {"f:labels": {"f:app": {}}},
+                        "f:spec": {"f:containers": {"k:{\"name\":\"c\"}": {".": {}, "f:image": {}, "f:name": {}}}}
+                    }
+                }
+            })
+        );
+    }
+
+    #[test]
+    fn apply_by_the_same_manager_updates_without_conflict() {
+        let live = apply(
+            None,
+            &deployment("x:1"),
+            "kubectl",
+            false,
+            deployments(),
+            T0,
+        )
+        .expect("create");
+        let out = apply(
+            Some(&live),
+            &deployment("x:2"),
+            "kubectl",
+            false,
+            deployments(),
+            T1,
+        )
+        .expect("update");
+        assert_eq!(containers(&out)[0]["image"], "x:2");
+        assert_eq!(entry(&out, "kubectl").expect("entry")["time"], T1);
+        assert_eq!(
+            out["metadata"]["managedFields"].as_array().map(Vec::len),
+            Some(1)
+        );
+        // A repeated identical apply changes nothing, not even the time.
+        let again = apply(
+            Some(&out),
+            &deployment("x:2"),
+            "kubectl",
+            false,
+            deployments(),
+            "2026-11-29T12:00:00Z",
+        )
+        .expect("noop");
+        assert_eq!(again, out);
+    }
+
+    fn created_by_client_side_apply(image: &str) -> Value {
+        let mut obj = deployment(image);
+        record_update(
+            None,
+            &mut obj,
+            "kubectl-client-side-apply",
+            "Update",
+            None,
+            T0,
+        );
+        obj
+    }
+
+    #[test]
+    fn apply_conflicts_with_another_managers_changed_field() {
+        let live = created_by_client_side_apply("x:1");
+        let mut cfg = deployment("x:1");
+        cfg["spec"]["replicas"] = json!(5);
+        let err =
+            apply(Some(&live), &cfg, "other", false, deployments(), T1).expect_err("conflict");
+        let PatchError::Conflict(c) = &err else {
+            panic!("want a conflict, got {err:?}")
+        };
+        assert_eq!(
+            c.message,
+            "Apply failed with 1 conflict: conflict with \"kubectl-client-side-apply\" using apps/v1: .spec.replicas"
+        );
+        assert_eq!(
+            c.causes(),
+            vec![
+                json!({"reason": "FieldManagerConflict", "message": "conflict with \"kubectl-client-side-apply\" using apps/v1", "field": ".spec.replicas"})
+            ]
+        );
+
+        cfg = deployment("x:2");
+        cfg["spec"]["replicas"] = json!(5);
+        let err =
+            apply(Some(&live), &cfg, "other", false, deployments(), T1).expect_err("conflicts");
+        assert_eq!(
+            err.to_string(),
+            "Apply failed with 2 conflicts: conflicts with \"kubectl-client-side-apply\" using apps/v1:\n- .spec.replicas\n- .spec.template.spec.containers[name=\"c\"].image"
+        );
+    }
+
+    #[test]
+    fn apply_of_equal_values_shares_ownership() {
+        let live = created_by_client_side_apply("x:1");
+        let out = apply(
+            Some(&live),
+            &deployment("x:1"),
+            "other",
+            false,
+            deployments(),
+            T1,
+        )
+        .expect("no conflict");
+        assert!(owns(&out, "other", "/f:spec/f:replicas"));
+        assert!(owns(
+            &out,
+            "kubectl-client-side-apply",
+            "/f:spec/f:replicas"
+        ));
+    }
+
+    #[test]
+    fn forced_apply_takes_ownership() {
+        let live = created_by_client_side_apply("x:1");
+        let mut cfg = deployment("x:1");
+        cfg["spec"]["replicas"] = json!(5);
+        let out = apply(Some(&live), &cfg, "other", true, deployments(), T1).expect("forced");
+        assert_eq!(out["spec"]["replicas"], 5);
+        assert!(owns(&out, "other", "/f:spec/f:replicas"));
+        assert!(!owns(
+            &out,
+            "kubectl-client-side-apply",
+            "/f:spec/f:replicas"
+        ));
+        assert!(owns(
+            &out,
+            "kubectl-client-side-apply",
+            "/f:spec/f:selector"
+        ));
+    }
+
+    #[test]
+    fn apply_removes_fields_the_manager_stopped_applying() {
+        let mut cfg = deployment("x:1");
+        cfg["metadata"]["labels"] = json!({"app": "app", "tier": "web", "team": "a"});
+        cfg["spec"]["template"]["spec"]["containers"] =
+            json!([{"name": "c", "image": "x:1"}, {"name": "d", "image": "d:1"}]);
+        let live = apply(None, &cfg, "mgr", false, deployments(), T0).expect("create");
+
+        // Another writer co-owns "team" through an update.
+        let mut updated = live.clone();
+        updated["metadata"]["labels"]["team"] = json!("b");
+        record_update(Some(&live), &mut updated, "editor", "Update", None, T0);
+
+        let out = apply(
+            Some(&updated),
+            &deployment("x:1"),
+            "mgr",
+            false,
+            deployments(),
+            T1,
+        )
+        .expect("apply");
+        assert_eq!(
+            out["metadata"]["labels"],
+            json!({"app": "app", "team": "b"})
+        );
+        assert_eq!(names(containers(&out)), ["c"]);
+        assert!(!owns(&out, "mgr", "/f:metadata/f:labels/f:tier"));
+    }
+
+    #[test]
+    fn kubectl_server_side_apply_upgrades_from_client_side_apply() {
+        // `kubectl apply` then `kubectl apply --server-side` with a new image (server-11 log).
+        let mut live = deployment("nginx:1.28");
+        let last = canonical(&deployment("nginx:1.28"));
+        live["metadata"]["annotations"] = json!({LAST_APPLIED: format!("{last}\n")});
+        record_update(
+            None,
+            &mut live,
+            "kubectl-client-side-apply",
+            "Update",
+            None,
+            T0,
+        );
+
+        let cfg = deployment("nginx:1.29");
+        let err = apply(Some(&live), &cfg, "someone-else", false, deployments(), T1);
+        assert!(matches!(err, Err(PatchError::Conflict(_))));
+
+        let out = apply(Some(&live), &cfg, "kubectl", false, deployments(), T1).expect("upgrade");
+        assert_eq!(containers(&out)[0]["image"], "nginx:1.29");
+        assert!(owns(
+            &out,
+            "kubectl",
+            "/f:spec/f:template/f:spec/f:containers/k:{\"name\":\"c\"}/f:image"
+        ));
+        let synced: Value = serde_json::from_str(
+            out["metadata"]["annotations"][LAST_APPLIED]
+                .as_str()
+                .expect("annotation"),
+        )
+        .expect("json");
+        assert_eq!(synced, cfg);
+
+        // kubectl's follow-up: re-apply the annotation as kubectl-last-applied, no force.
+        let annotation = out["metadata"]["annotations"][LAST_APPLIED].clone();
+        let follow = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "app", "namespace": "default", "annotations": {LAST_APPLIED: annotation}}});
+        let out = apply(
+            Some(&out),
+            &follow,
+            "kubectl-last-applied",
+            false,
+            deployments(),
+            T1,
+        )
+        .expect("co-own");
+        assert!(owns(
+            &out,
+            "kubectl-last-applied",
+            &format!(
+                "/f:metadata/f:annotations/f:{}",
+                LAST_APPLIED.replace('/', "~1")
+            )
+        ));
+    }
+
+    #[test]
+    fn apply_keys_ports_with_the_defaulted_protocol() {
+        let live = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "image": "x", "ports": [{"containerPort": 80, "protocol": "TCP"}]}]}});
+        let cfg = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "image": "x", "ports": [{"containerPort": 80, "name": "http"}]}]}});
+        let out = apply(Some(&live), &cfg, "mgr", true, pods(), T0).expect("apply");
+        assert_eq!(
+            out["spec"]["containers"][0]["ports"],
+            json!([{"containerPort": 80, "protocol": "TCP", "name": "http"}])
+        );
+        assert!(owns(
+            &out,
+            "mgr",
+            "/f:spec/f:containers/k:{\"name\":\"c\"}/f:ports/k:{\"containerPort\":80,\"protocol\":\"TCP\"}/f:name"
+        ));
+    }
+
+    #[test]
+    fn apply_rejects_invalid_configurations() {
+        let mut cfg = deployment("x:1");
+        cfg["spec"]["template"]["spec"]["containers"] = json!([{"image": "x"}]);
+        let err = apply(None, &cfg, "mgr", false, deployments(), T0);
+        assert!(matches!(err, Err(PatchError::InvalidApply(_))), "{err:?}");
+        cfg["spec"]["template"]["spec"]["containers"] = json!([{"name": "a"}, {"name": "a"}]);
+        let err = apply(None, &cfg, "mgr", false, deployments(), T0);
+        assert!(matches!(err, Err(PatchError::InvalidApply(_))), "{err:?}");
+        let mut cfg = deployment("x:1");
+        cfg["metadata"]["managedFields"] = json!([{"manager": "x"}]);
+        let err = apply(None, &cfg, "mgr", false, deployments(), T0);
+        assert!(matches!(err, Err(PatchError::InvalidApply(_))), "{err:?}");
+    }
+
+    #[test]
+    fn apply_leaves_status_to_the_status_subresource() {
+        let mut live = deployment("x:1");
+        live["status"] = json!({"replicas": 3});
+        let mut cfg = deployment("x:1");
+        cfg["status"] = json!({"replicas": 99});
+        let out = apply(Some(&live), &cfg, "mgr", false, deployments(), T0).expect("apply");
+        assert_eq!(out["status"], json!({"replicas": 3}));
+        assert!(!owns(&out, "mgr", "/f:status"));
+        // The object predates field tracking: before-first-apply owns what was there.
+        assert!(owns(&out, "before-first-apply", "/f:status/f:replicas"));
+    }
+
+    #[test]
+    fn conflicts_with_an_applier_name_it_without_version() {
+        let live =
+            apply(None, &deployment("x:1"), "helm", false, deployments(), T0).expect("create");
+        let err = apply(
+            Some(&live),
+            &deployment("x:2"),
+            "argo",
+            false,
+            deployments(),
+            T1,
+        )
+        .expect_err("conflict");
+        assert_eq!(
+            err.to_string(),
+            "Apply failed with 1 conflict: conflict with \"helm\": .spec.template.spec.containers[name=\"c\"].image"
+        );
+    }
+
+    #[test]
+    fn apply_owns_set_items_one_by_one() {
+        let mut cfg = deployment("x:1");
+        cfg["metadata"]["finalizers"] = json!(["a", "b"]);
+        let live = apply(None, &cfg, "mgr", false, deployments(), T0).expect("create");
+        let mut other = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "app", "namespace": "default", "finalizers": ["c"]}});
+        let live = apply(Some(&live), &other, "other", false, deployments(), T0).expect("union");
+        assert_eq!(live["metadata"]["finalizers"], json!(["a", "b", "c"]));
+        assert!(owns(&live, "other", "/f:metadata/f:finalizers/v:\"c\""));
+
+        cfg["metadata"]["finalizers"] = json!(["a"]);
+        let out = apply(Some(&live), &cfg, "mgr", false, deployments(), T1).expect("prune b");
+        assert_eq!(out["metadata"]["finalizers"], json!(["a", "c"]));
+
+        other["metadata"]["finalizers"] = json!([]);
+        let out = apply(Some(&out), &other, "other", false, deployments(), T1).expect("empty");
+        assert_eq!(out["metadata"]["finalizers"], json!(["a"]));
+    }
+
+    // --- update tracking ---------------------------------------------------------------------
+
+    #[test]
+    fn record_update_on_create_owns_everything_but_server_fields() {
+        let mut obj = deployment("x:1");
+        obj["metadata"]["resourceVersion"] = json!("5");
+        obj["metadata"]["uid"] = json!("u");
+        obj["metadata"]["generation"] = json!(1);
+        obj["metadata"]["creationTimestamp"] = json!(T0);
+        obj["spec"]["template"]["spec"]["containers"][0]["ports"] =
+            json!([{"containerPort": 80, "protocol": "TCP"}]);
+        record_update(None, &mut obj, "kubectl-create", "Update", None, T0);
+        let e = entry(&obj, "kubectl-create").expect("entry");
+        assert_eq!(e["operation"], "Update");
+        assert_eq!(e["apiVersion"], "apps/v1");
+        assert_eq!(e["time"], T0);
+        let f = &e["fieldsV1"];
+        assert_eq!(f["f:metadata"], json!({"f:labels": {".": {}, "f:app": {}}}));
+        assert_eq!(f["f:spec"]["f:selector"], json!({}));
+        assert_eq!(
+            f["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["f:ports"],
+            json!({".": {}, "k:{\"containerPort\":80,\"protocol\":\"TCP\"}": {".": {}, "f:containerPort": {}, "f:protocol": {}}})
+        );
+        assert!(f.get("f:apiVersion").is_none() && f.get("f:kind").is_none());
+    }
+
+    #[test]
+    fn record_update_moves_changed_fields_to_the_writer() {
+        let live = created_by_client_side_apply("x:1");
+        let mut new = live.clone();
+        new["spec"]["replicas"] = json!(5);
+        new["metadata"]["resourceVersion"] = json!("7");
+        record_update(
+            Some(&live),
+            &mut new,
+            "kubectl-scale",
+            "Update",
+            Some("scale"),
+            T1,
+        );
+        let e = entry(&new, "kubectl-scale").expect("entry");
+        assert_eq!(e["subresource"], "scale");
+        assert_eq!(e["fieldsV1"], json!({"f:spec": {"f:replicas": {}}}));
+        assert!(!owns(
+            &new,
+            "kubectl-client-side-apply",
+            "/f:spec/f:replicas"
+        ));
+        assert_eq!(
+            entry(&new, "kubectl-client-side-apply").expect("kept")["time"],
+            T0
+        );
+        // Apply entries sort before updates, then by time.
+        let order: Vec<&str> = new["metadata"]["managedFields"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter_map(|e| e["manager"].as_str())
+            .collect();
+        assert_eq!(order, ["kubectl-client-side-apply", "kubectl-scale"]);
+    }
+
+    #[test]
+    fn record_update_skips_writes_that_change_nothing() {
+        let live = created_by_client_side_apply("x:1");
+        let mut new = live.clone();
+        new["metadata"]["resourceVersion"] = json!("8");
+        new["metadata"]
+            .as_object_mut()
+            .expect("metadata")
+            .shift_remove("managedFields");
+        record_update(Some(&live), &mut new, "other", "Update", None, T1);
+        assert_eq!(
+            new["metadata"]["managedFields"],
+            live["metadata"]["managedFields"]
+        );
+    }
+
+    #[test]
+    fn record_update_drops_removed_fields_from_every_manager() {
+        let live = created_by_client_side_apply("x:1");
+        let mut new = live.clone();
+        new["metadata"]
+            .as_object_mut()
+            .expect("metadata")
+            .shift_remove("labels");
+        new["spec"]["template"]["spec"]["containers"] = json!([{"name": "d", "image": "d"}]);
+        record_update(Some(&live), &mut new, "editor", "Update", None, T1);
+        assert!(!owns(
+            &new,
+            "kubectl-client-side-apply",
+            "/f:metadata/f:labels"
+        ));
+        assert!(!owns(
+            &new,
+            "kubectl-client-side-apply",
+            "/f:spec/f:template/f:spec/f:containers/k:{\"name\":\"c\"}"
+        ));
+        assert!(owns(
+            &new,
+            "editor",
+            "/f:spec/f:template/f:spec/f:containers/k:{\"name\":\"d\"}/f:image"
+        ));
+    }
+
+    #[test]
+    fn record_update_uses_managed_fields_the_client_sent() {
+        let live = created_by_client_side_apply("x:1");
+        let mut new = live.clone();
+        new["metadata"]["managedFields"] = json!([{"manager": "imported", "operation": "Update",
+            "apiVersion": "apps/v1", "time": T0, "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:spec": {"f:replicas": {}}}}]);
+        new["spec"]["paused"] = json!(true);
+        record_update(Some(&live), &mut new, "editor", "Update", None, T1);
+        assert!(owns(&new, "imported", "/f:spec/f:replicas"));
+        assert!(owns(&new, "editor", "/f:spec/f:paused"));
+        assert!(entry(&new, "kubectl-client-side-apply").is_none());
+    }
+
+    #[test]
+    fn fields_v1_round_trips() {
+        let v = json!({"f:metadata": {"f:labels": {".": {}, "f:app": {}}},
+            "f:spec": {"f:containers": {"k:{\"name\":\"c\"}": {".": {}, "f:image": {}}},
+                "f:finalizers": {"v:\"a\"": {}}}});
+        let set = FieldSet::from_fields_v1(&v);
+        assert_eq!(set.to_fields_v1(), v);
+        let paths: Vec<String> = set.paths().iter().map(|p| display_path(p)).collect();
+        assert_eq!(
+            paths,
+            [
+                ".metadata.labels",
+                ".metadata.labels.app",
+                ".spec.containers[name=\"c\"]",
+                ".spec.containers[name=\"c\"].image",
+                ".spec.finalizers[=\"a\"]"
+            ]
+        );
+    }
 }

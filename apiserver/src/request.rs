@@ -29,12 +29,13 @@ impl Target {
             )
         };
         let lookup = |plural: &str| resources::find(group, version, plural).ok_or_else(not_found);
-        let target = |def, namespace: Option<&str>, name: Option<&&str>, sub: Option<&&str>| Target {
-            def,
-            namespace: namespace.map(str::to_string),
-            name: name.map(|s| s.to_string()),
-            subresource: sub.map(|s| s.to_string()),
-        };
+        let target =
+            |def, namespace: Option<&str>, name: Option<&&str>, sub: Option<&&str>| Target {
+                def,
+                namespace: namespace.map(str::to_string),
+                name: name.map(|s| s.to_string()),
+                subresource: sub.map(|s| s.to_string()),
+            };
         // `namespaces/{ns}/{plural}...` addresses namespaced resources, unless the third segment
         // is a subresource of the namespace itself (`namespaces/x/status`, `/finalize`).
         if segs.len() >= 3 && segs[0] == "namespaces" && !segs[1].is_empty() {

@@ -12,9 +12,9 @@ use serde_json::{json, Value};
 use crate::codec;
 use crate::convert::convert;
 use crate::errors::ApiError;
-use crate::hooks as patch;
 use crate::hooks as registry;
 use crate::object;
+use crate::patch;
 use crate::request::{wants_table, Params, Target};
 use crate::resources::ResourceDef;
 use crate::selectors::{FieldSelector, LabelSelector};
@@ -92,7 +92,11 @@ impl Ctx<'_> {
     fn respond_object(&self, code: StatusCode, obj: Value, warnings: &[String]) -> Response {
         let obj = self.out(obj);
         if wants_table(self.headers) {
-            return respond(code, &codec::table(self.def(), &[obj], None, None), warnings);
+            return respond(
+                code,
+                &codec::table(self.def(), &[obj], None, None),
+                warnings,
+            );
         }
         respond(code, &obj, warnings)
     }
@@ -112,9 +116,7 @@ struct Continue {
 }
 
 /// Reads one list (all pages up to `limit` matching items) with the request's selectors.
-pub async fn list_items(
-    ctx: &Ctx<'_>,
-) -> Result<(Vec<Value>, u64, Option<String>), ApiError> {
+pub async fn list_items(ctx: &Ctx<'_>) -> Result<(Vec<Value>, u64, Option<String>), ApiError> {
     let def = ctx.def();
     let labels = LabelSelector::parse(ctx.params.str("labelSelector"))?;
     let fields = FieldSelector::parse(ctx.params.str("fieldSelector"), def)?;
@@ -136,7 +138,11 @@ pub async fn list_items(
     let only_key = fields.name().map(|n| format!("{pfx}{n}"));
     let mut items = Vec::new();
     loop {
-        let page_limit = if limit == 0 { 0 } else { (limit - items.len()).max(1) };
+        let page_limit = if limit == 0 {
+            0
+        } else {
+            (limit - items.len()).max(1)
+        };
         let page = ctx
             .store()
             .list(ListOptions {
@@ -262,12 +268,13 @@ fn invalid(ctx: &Ctx<'_>, obj: &Value, errors: &[crate::errors::FieldError]) -> 
 
 pub async fn create(ctx: &Ctx<'_>, body: &Bytes) -> Result<Response, ApiError> {
     let (obj, warnings) = decode_for_write(ctx, body)?;
-    let obj = create_object(ctx, obj).await?;
+    let obj = create_object(ctx, obj, true).await?;
     Ok(ctx.respond_object(StatusCode::CREATED, obj, &warnings))
 }
 
 /// Creates `obj` (storage version): names, server fields, defaults, validation, admission, store.
-async fn create_object(ctx: &Ctx<'_>, mut obj: Value) -> Result<Value, ApiError> {
+/// `record`: whether this write records an `Update` managedFields entry (apply records its own).
+async fn create_object(ctx: &Ctx<'_>, mut obj: Value, record: bool) -> Result<Value, ApiError> {
     let def = ctx.def().storage_def();
     let generate = object::meta_str(&obj, "generateName").to_string();
     let explicit = !object::name(&obj).is_empty();
@@ -284,8 +291,10 @@ async fn create_object(ctx: &Ctx<'_>, mut obj: Value) -> Result<Value, ApiError>
     let now = object::now_rfc3339();
     strategy::prepare_create(def, &mut obj, &uuid::Uuid::new_v4().to_string(), &now);
     registry::apply_defaults(def, &mut obj);
-    let manager = ctx.params.field_manager(ctx.headers);
-    patch::record_update(None, &mut obj, &manager, "Update", None, &now);
+    if record {
+        let manager = ctx.params.field_manager(ctx.headers);
+        patch::record_update(None, &mut obj, &manager, "Update", None, &now);
+    }
     if def.namespaced {
         check_namespace_accepts(ctx, object::namespace(&obj)).await?;
     }
@@ -309,7 +318,14 @@ async fn create_object(ctx: &Ctx<'_>, mut obj: Value) -> Result<Value, ApiError>
                 return Ok(obj);
             }
             Err(StorageError::AlreadyExists(_)) if !explicit && attempt < 4 => continue,
-            Err(e) => return Err(ApiError::from_storage(e, def.group, ctx.def().plural, &name)),
+            Err(e) => {
+                return Err(ApiError::from_storage(
+                    e,
+                    def.group,
+                    ctx.def().plural,
+                    &name,
+                ))
+            }
         }
     }
     unreachable!("the loop returns on its last attempt")
@@ -328,6 +344,7 @@ async fn write_update(
     cur: &Current,
     mut new: Value,
     sub: Option<&str>,
+    record: bool,
 ) -> Result<Option<Value>, ApiError> {
     let def = ctx.def().storage_def();
     strategy::prepare_update(def, &cur.obj, &mut new, sub);
@@ -340,9 +357,11 @@ async fn write_update(
     if !errors.is_empty() {
         return Err(invalid(ctx, &new, &errors));
     }
-    let now = object::now_rfc3339();
-    let manager = ctx.params.field_manager(ctx.headers);
-    patch::record_update(Some(&cur.obj), &mut new, &manager, "Update", sub, &now);
+    if record {
+        let now = object::now_rfc3339();
+        let manager = ctx.params.field_manager(ctx.headers);
+        patch::record_update(Some(&cur.obj), &mut new, &manager, "Update", sub, &now);
+    }
     codec::set_resource_version(&mut new, cur.kv.mod_revision);
     if new == cur.obj {
         // A no-op update writes nothing and keeps the resourceVersion, as upstream.
@@ -354,7 +373,11 @@ async fn write_update(
     // Removing the last finalizer of an object being deleted completes the deletion.
     if object::is_deleting(&new) && object::finalizers(&new).is_empty() && !namespace_pending(&new)
     {
-        return match ctx.store().delete(&cur.kv.key, Some(cur.kv.mod_revision)).await {
+        return match ctx
+            .store()
+            .delete(&cur.kv.key, Some(cur.kv.mod_revision))
+            .await
+        {
             Ok(kv) => {
                 codec::set_resource_version(&mut new, kv.mod_revision);
                 Ok(Some(new))
@@ -423,15 +446,19 @@ pub async fn update(ctx: &Ctx<'_>, body: &Bytes, sub: Option<&str>) -> Result<Re
     loop {
         let Some(cur) = read_current(ctx).await? else {
             if strategy::allow_create_on_update(ctx.def()) && sub.is_none() {
-                let created = create_object(ctx, obj).await?;
+                let created = create_object(ctx, obj, true).await?;
                 return Ok(ctx.respond_object(StatusCode::CREATED, created, &warnings));
             }
-            return Err(ApiError::not_found(ctx.def().group, ctx.def().plural, ctx.name()));
+            return Err(ApiError::not_found(
+                ctx.def().group,
+                ctx.def().plural,
+                ctx.name(),
+            ));
         };
         if !wanted_rv.is_empty() && wanted_rv != cur.kv.mod_revision.to_string() {
             return Err(conflict(ctx));
         }
-        if let Some(done) = write_update(ctx, &cur, obj.clone(), sub).await? {
+        if let Some(done) = write_update(ctx, &cur, obj.clone(), sub, true).await? {
             return Ok(ctx.respond_object(StatusCode::OK, done, &warnings));
         }
         if !wanted_rv.is_empty() {
@@ -466,15 +493,22 @@ pub async fn patch(ctx: &Ctx<'_>, body: &Bytes, sub: Option<&str>) -> Result<Res
         let Some(cur) = cur else {
             if is_apply && sub.is_none() {
                 let now = object::now_rfc3339();
-                let applied = patch::apply(None, &patch_body, &manager, ctx.params.flag("force"), def, &now)
-                    .map_err(|e| patch_error(ctx, e))?;
+                let applied = patch::apply(
+                    None,
+                    &patch_body,
+                    &manager,
+                    ctx.params.flag("force"),
+                    def,
+                    &now,
+                )
+                .map_err(|e| patch_error(ctx, e))?;
                 let (obj, warnings) = codec::decode_object(def, applied, validation)?;
                 let mut obj = convert(obj, def, def.storage_def());
                 check_namespace(ctx, &mut obj)?;
                 if object::name(&obj).is_empty() {
                     object::meta_mut(&mut obj).insert("name".into(), json!(ctx.name()));
                 }
-                let created = create_object(ctx, obj).await?;
+                let created = create_object(ctx, obj, false).await?;
                 return Ok(ctx.respond_object(StatusCode::CREATED, created, &warnings));
             }
             return Err(ApiError::not_found(def.group, def.plural, ctx.name()));
@@ -511,7 +545,7 @@ pub async fn patch(ctx: &Ctx<'_>, body: &Bytes, sub: Option<&str>) -> Result<Res
                 ctx.name()
             )));
         }
-        if let Some(done) = write_update(ctx, &cur, obj, sub).await? {
+        if let Some(done) = write_update(ctx, &cur, obj, sub, !is_apply).await? {
             return Ok(ctx.respond_object(StatusCode::OK, done, &warnings));
         }
     }
@@ -610,15 +644,22 @@ pub async fn delete_object(ctx: &Ctx<'_>, opts: &DeleteOptions) -> Result<Value,
     let def = ctx.def().storage_def();
     loop {
         let Some(cur) = read_current(ctx).await? else {
-            return Err(ApiError::not_found(ctx.def().group, ctx.def().plural, ctx.name()));
+            return Err(ApiError::not_found(
+                ctx.def().group,
+                ctx.def().plural,
+                ctx.name(),
+            ));
         };
         let mut obj = cur.obj.clone();
         if let Some(uid) = &opts.uid {
             let have = object::meta_str(&obj, "uid");
             if uid != have {
-                return Err(ctx_conflict(ctx, &format!(
+                return Err(ctx_conflict(
+                    ctx,
+                    &format!(
                     "Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"
-                )));
+                ),
+                ));
             }
         }
         if let Some(rv) = &opts.resource_version {
@@ -690,14 +731,22 @@ pub async fn delete_object(ctx: &Ctx<'_>, opts: &DeleteOptions) -> Result<Value,
         if ctx.params.dry_run()? {
             return Ok(obj);
         }
-        match ctx.store().delete(&cur.kv.key, Some(cur.kv.mod_revision)).await {
+        match ctx
+            .store()
+            .delete(&cur.kv.key, Some(cur.kv.mod_revision))
+            .await
+        {
             Ok(kv) => {
                 codec::set_resource_version(&mut obj, kv.mod_revision);
                 return Ok(obj);
             }
             Err(StorageError::Conflict { .. }) => continue,
             Err(StorageError::NotFound(_)) => {
-                return Err(ApiError::not_found(ctx.def().group, ctx.def().plural, ctx.name()))
+                return Err(ApiError::not_found(
+                    ctx.def().group,
+                    ctx.def().plural,
+                    ctx.name(),
+                ))
             }
             Err(e) => return Err(ctx.storage_err(e)),
         }

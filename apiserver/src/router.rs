@@ -78,11 +78,11 @@ async fn group_discovery(Path((group, version)): Path<(String, String)>) -> Resp
 }
 
 async fn openapi_index() -> Response {
-    Json(crate::hooks::openapi_index()).into_response()
+    Json(crate::openapi::index()).into_response()
 }
 
 async fn openapi_document(Path(path): Path<String>) -> Response {
-    match crate::hooks::openapi_document(&path) {
+    match crate::openapi::document(&path) {
         Some(doc) => Json(doc).into_response(),
         None => not_found().await,
     }
@@ -174,12 +174,9 @@ async fn dispatch(
 /// Applies the request timeout to everything but watches and followed logs.
 async fn timeout_unless_streaming(req: Request, next: Next) -> Response {
     let q = req.uri().query().unwrap_or("");
-    let streaming = q.split('&').any(|kv| {
-        matches!(
-            kv,
-            "watch=true" | "watch=1" | "follow=true" | "follow=1"
-        )
-    });
+    let streaming = q
+        .split('&')
+        .any(|kv| matches!(kv, "watch=true" | "watch=1" | "follow=true" | "follow=1"));
     if streaming {
         return next.run(req).await;
     }

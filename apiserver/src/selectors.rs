@@ -58,7 +58,10 @@ impl LabelSelector {
         let mut reqs = Vec::new();
         if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
             for (k, v) in m {
-                reqs.push(LabelReq::Eq(k.clone(), v.as_str().unwrap_or("").to_string()));
+                reqs.push(LabelReq::Eq(
+                    k.clone(),
+                    v.as_str().unwrap_or("").to_string(),
+                ));
             }
         }
         for e in sel
@@ -67,7 +70,11 @@ impl LabelSelector {
             .into_iter()
             .flatten()
         {
-            let key = e.get("key").and_then(Value::as_str).unwrap_or("").to_string();
+            let key = e
+                .get("key")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             let values: Vec<String> = e
                 .get("values")
                 .and_then(Value::as_array)
@@ -267,7 +274,11 @@ mod tests {
             ("app in (x,web),tier=front", true),
         ];
         for (sel, want) in cases {
-            assert_eq!(LabelSelector::parse(sel).unwrap().matches(&l), want, "{sel}");
+            assert_eq!(
+                LabelSelector::parse(sel).unwrap().matches(&l),
+                want,
+                "{sel}"
+            );
         }
     }
 

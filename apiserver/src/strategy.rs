@@ -26,7 +26,10 @@ fn has_status(def: &ResourceDef) -> bool {
 
 /// Whether a PUT on a missing object creates it (upstream's `AllowCreateOnUpdate`).
 pub fn allow_create_on_update(def: &ResourceDef) -> bool {
-    matches!(def.storage, "endpoints" | "events" | "leases" | "endpointslices")
+    matches!(
+        def.storage,
+        "endpoints" | "events" | "leases" | "endpointslices"
+    )
 }
 
 /// Server-owned fields and status of a new object. `uid` and time come from the caller.
@@ -56,7 +59,10 @@ pub fn prepare_create(def: &ResourceDef, obj: &mut Value, uid: &str, now: &str) 
     match def.storage {
         "pods" => {
             let qos = qos_class(map.get("spec").unwrap_or(&Value::Null));
-            map.insert("status".into(), json!({"phase": "Pending", "qosClass": qos}));
+            map.insert(
+                "status".into(),
+                json!({"phase": "Pending", "qosClass": qos}),
+            );
         }
         "persistentvolumeclaims" | "persistentvolumes" => {
             map.insert("status".into(), json!({"phase": "Pending"}));
@@ -150,10 +156,7 @@ pub fn qos_class(spec: &Value) -> &'static str {
         let req = c.pointer("/resources/requests");
         let lim = c.pointer("/resources/limits");
         let has = |v: Option<&Value>, k: &str| v.and_then(|m| m.get(k)).is_some();
-        if ["cpu", "memory"]
-            .iter()
-            .any(|k| has(req, k) || has(lim, k))
-        {
+        if ["cpu", "memory"].iter().any(|k| has(req, k) || has(lim, k)) {
             any = true;
         }
         for k in ["cpu", "memory"] {
@@ -192,7 +195,8 @@ mod tests {
     fn spec_update_bumps_generation_and_keeps_status() {
         let d = find("apps", "v1", "deployments").unwrap();
         let old = json!({"metadata":{"name":"d","uid":"u","generation":1},"spec":{"replicas":1},"status":{"replicas":1}});
-        let mut new = json!({"metadata":{"name":"d"},"spec":{"replicas":2},"status":{"replicas":9}});
+        let mut new =
+            json!({"metadata":{"name":"d"},"spec":{"replicas":2},"status":{"replicas":9}});
         prepare_update(d, &old, &mut new, None);
         assert_eq!(new["metadata"]["generation"], 2);
         assert_eq!(new["metadata"]["uid"], "u");
@@ -206,8 +210,10 @@ mod tests {
     #[test]
     fn status_update_changes_only_status() {
         let d = find("", "v1", "pods").unwrap();
-        let old = json!({"metadata":{"name":"p"},"spec":{"nodeName":"a"},"status":{"phase":"Pending"}});
-        let mut new = json!({"metadata":{"name":"p"},"spec":{"nodeName":"b"},"status":{"phase":"Running"}});
+        let old =
+            json!({"metadata":{"name":"p"},"spec":{"nodeName":"a"},"status":{"phase":"Pending"}});
+        let mut new =
+            json!({"metadata":{"name":"p"},"spec":{"nodeName":"b"},"status":{"phase":"Running"}});
         prepare_update(d, &old, &mut new, Some("status"));
         assert_eq!(new["spec"]["nodeName"], "a");
         assert_eq!(new["status"]["phase"], "Running");
@@ -217,7 +223,10 @@ mod tests {
     fn qos_classes() {
         let c = |res: Value| json!({"containers":[{"name":"c","resources":res}]});
         assert_eq!(qos_class(&c(json!({}))), "BestEffort");
-        assert_eq!(qos_class(&c(json!({"limits":{"cpu":"1","memory":"1Gi"}}))), "Guaranteed");
+        assert_eq!(
+            qos_class(&c(json!({"limits":{"cpu":"1","memory":"1Gi"}}))),
+            "Guaranteed"
+        );
         assert_eq!(qos_class(&c(json!({"requests":{"cpu":"1"}}))), "Burstable");
     }
 }

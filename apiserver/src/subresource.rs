@@ -8,12 +8,17 @@ use serde_json::{json, Value};
 
 use crate::codec;
 use crate::errors::ApiError;
-use crate::hooks as patch;
 use crate::object;
+use crate::patch;
 use crate::rest::{self, respond, Ctx};
 use crate::storage::StorageError;
 
-pub async fn handle(ctx: &Ctx<'_>, method: &Method, sub: &str, body: &Bytes) -> Result<Response, ApiError> {
+pub async fn handle(
+    ctx: &Ctx<'_>,
+    method: &Method,
+    sub: &str,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
     let def = ctx.def();
     if !def.has_subresource(sub) {
         return Err(ApiError::new(
@@ -52,7 +57,7 @@ pub async fn handle(ctx: &Ctx<'_>, method: &Method, sub: &str, body: &Bytes) -> 
 fn scale_of(obj: &Value) -> Value {
     let selector = obj
         .pointer("/spec/selector")
-        .map(|s| selector_string(s))
+        .map(selector_string)
         .unwrap_or_default();
     json!({
         "kind": "Scale",
@@ -80,7 +85,12 @@ fn selector_string(sel: &Value) -> String {
             parts.push(format!("{k}={}", v.as_str().unwrap_or("")));
         }
     }
-    for e in sel.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
+    for e in sel
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let key = e.get("key").and_then(Value::as_str).unwrap_or("");
         let vals: Vec<&str> = e
             .get("values")
@@ -100,7 +110,11 @@ fn selector_string(sel: &Value) -> String {
 }
 
 async fn scale(ctx: &Ctx<'_>, method: &Method, body: &Bytes) -> Result<Response, ApiError> {
-    let (group, plural, name) = (ctx.def().group, ctx.def().plural, ctx.target.name.clone().unwrap_or_default());
+    let (group, plural, name) = (
+        ctx.def().group,
+        ctx.def().plural,
+        ctx.target.name.clone().unwrap_or_default(),
+    );
     let store = ctx.server.store.as_ref();
     let key = rest::key(ctx.def(), ctx.target.namespace.as_deref(), &name);
     loop {
@@ -119,36 +133,59 @@ async fn scale(ctx: &Ctx<'_>, method: &Method, body: &Bytes) -> Result<Response,
         } else {
             let p: Value = serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-            match codec::content_type(ctx.headers).split(';').next().unwrap_or("") {
-                "application/json-patch+json" => patch::json_patch(&current, &p)
-                    .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", e.to_string()))?,
+            match codec::content_type(ctx.headers)
+                .split(';')
+                .next()
+                .unwrap_or("")
+            {
+                "application/json-patch+json" => patch::json_patch(&current, &p).map_err(|e| {
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", e.to_string())
+                })?,
                 _ => patch::merge_patch(&current, &p),
             }
         };
         let rv = object::resource_version(&wanted);
         if method == Method::PUT && !rv.is_empty() && rv != kv.mod_revision.to_string() {
             return Err(ApiError::from_storage(
-                StorageError::Conflict { key: key.clone(), expected: 0, actual: 0 },
+                StorageError::Conflict {
+                    key: key.clone(),
+                    expected: 0,
+                    actual: 0,
+                },
                 group,
                 plural,
                 &name,
             ));
         }
-        let replicas = wanted.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+        let replicas = wanted
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         if replicas < 0 {
-            return Err(ApiError::invalid("autoscaling", "Scale", &name, &[crate::errors::FieldError::invalid(
-                "spec.replicas",
-                &json!(replicas),
-                "must be greater than or equal to 0",
-            )]));
+            return Err(ApiError::invalid(
+                "autoscaling",
+                "Scale",
+                &name,
+                &[crate::errors::FieldError::invalid(
+                    "spec.replicas",
+                    &json!(replicas),
+                    "must be greater than or equal to 0",
+                )],
+            ));
         }
         if obj.pointer("/spec/replicas").and_then(Value::as_i64) == Some(replicas) {
             return Ok(respond(StatusCode::OK, &current, &[]));
         }
         obj["spec"]["replicas"] = json!(replicas);
-        let g = obj.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+        let g = obj
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         object::meta_mut(&mut obj).insert("generation".into(), json!(g + 1));
-        match store.update(&key, codec::to_stored(&obj), kv.mod_revision).await {
+        match store
+            .update(&key, codec::to_stored(&obj), kv.mod_revision)
+            .await
+        {
             Ok(kv) => {
                 codec::set_resource_version(&mut obj, kv.mod_revision);
                 return Ok(respond(StatusCode::OK, &scale_of(&obj), &[]));
@@ -166,10 +203,19 @@ fn success(code: StatusCode) -> Value {
 /// `pods/binding`: sets `spec.nodeName` once, and the PodScheduled condition.
 async fn binding(ctx: &Ctx<'_>, body: &Bytes) -> Result<Response, ApiError> {
     let b = codec::parse_body(ctx.headers, body)?;
-    let node = b.pointer("/target/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let node = b
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let name = ctx.target.name.clone().unwrap_or_default();
     if node.is_empty() {
-        return Err(ApiError::invalid("", "Binding", &name, &[crate::errors::FieldError::required("target.name")]));
+        return Err(ApiError::invalid(
+            "",
+            "Binding",
+            &name,
+            &[crate::errors::FieldError::required("target.name")],
+        ));
     }
     let store = ctx.server.store.as_ref();
     let key = rest::key(ctx.def(), ctx.target.namespace.as_deref(), &name);
@@ -182,25 +228,58 @@ async fn binding(ctx: &Ctx<'_>, body: &Bytes) -> Result<Response, ApiError> {
         let mut pod = codec::from_stored(&kv, ctx.def())?;
         if let Some(uid) = b.pointer("/metadata/uid").and_then(Value::as_str) {
             if uid != object::meta_str(&pod, "uid") {
-                return Err(ApiError::conflict("", "pods", &name, "the UID in the binding does not match the pod"));
+                return Err(ApiError::conflict(
+                    "",
+                    "pods",
+                    &name,
+                    "the UID in the binding does not match the pod",
+                ));
             }
         }
         if object::is_deleting(&pod) {
-            return Err(ApiError::conflict("", "pods", &name, "pod is being deleted, cannot be assigned to a host"));
+            return Err(ApiError::conflict(
+                "",
+                "pods",
+                &name,
+                "pod is being deleted, cannot be assigned to a host",
+            ));
         }
-        let bound = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+        let bound = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if !bound.is_empty() {
-            return Err(ApiError::conflict("", "pods", &name, &format!("pod {name} is already assigned to node {bound:?}")));
+            return Err(ApiError::conflict(
+                "",
+                "pods",
+                &name,
+                &format!("pod {name} is already assigned to node {bound:?}"),
+            ));
         }
         pod["spec"]["nodeName"] = json!(node);
         let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
             "lastTransitionTime": object::now_rfc3339()});
-        let conds = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
-        let mut conds: Vec<Value> = conds.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
+        let conds = pod["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut conds: Vec<Value> = conds
+            .into_iter()
+            .filter(|c| c["type"] != "PodScheduled")
+            .collect();
         conds.push(cond);
         pod["status"]["conditions"] = json!(conds);
-        match store.update(&key, codec::to_stored(&pod), kv.mod_revision).await {
-            Ok(_) => return Ok(respond(StatusCode::CREATED, &success(StatusCode::CREATED), &[])),
+        match store
+            .update(&key, codec::to_stored(&pod), kv.mod_revision)
+            .await
+        {
+            Ok(_) => {
+                return Ok(respond(
+                    StatusCode::CREATED,
+                    &success(StatusCode::CREATED),
+                    &[],
+                ))
+            }
             Err(StorageError::Conflict { .. }) => continue,
             Err(e) => return Err(ApiError::from_storage(e, "", "pods", &name)),
         }
@@ -216,5 +295,9 @@ async fn eviction(ctx: &Ctx<'_>, body: &Bytes) -> Result<Response, ApiError> {
         .unwrap_or_default();
     let opts = rest::delete_options(ctx.params, &opts_body)?;
     rest::delete_object(ctx, &opts).await?;
-    Ok(respond(StatusCode::CREATED, &success(StatusCode::CREATED), &[]))
+    Ok(respond(
+        StatusCode::CREATED,
+        &success(StatusCode::CREATED),
+        &[],
+    ))
 }

@@ -12,8 +12,8 @@ use crate::codec;
 use crate::errors::ApiError;
 use crate::object;
 use crate::request::wants_table;
-use crate::rest::{list_items, prefix, Ctx};
 use crate::resources::ResourceDef;
+use crate::rest::{list_items, prefix, Ctx};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::storage::{EventKind, StorageError, WatchEvent};
 
@@ -73,7 +73,9 @@ pub async fn watch(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     let stream = stream
         .take_until(tokio::time::sleep(timeout))
         .take_until(async move { shutdown.cancelled().await });
-    Ok(stream_response(Body::from_stream(stream.map(Ok::<_, std::io::Error>))))
+    Ok(stream_response(Body::from_stream(
+        stream.map(Ok::<_, std::io::Error>),
+    )))
 }
 
 fn rand_secs(max: u64) -> u64 {
@@ -119,12 +121,18 @@ fn bookmark(def: &ResourceDef, rv: u64, initial_end: bool) -> Value {
 
 /// Turns one storage event into the event this watcher sees, if any: an object that starts to
 /// match the selectors is ADDED, one that stops matching is DELETED, as upstream's cacher does.
-fn translate(ev: &WatchEvent, def: &ResourceDef, filter: &Filter) -> Result<Option<(&'static str, Value)>, ApiError> {
+fn translate(
+    ev: &WatchEvent,
+    def: &ResourceDef,
+    filter: &Filter,
+) -> Result<Option<(&'static str, Value)>, ApiError> {
     let mut obj = codec::from_stored(&ev.kv, def)?;
     codec::set_resource_version(&mut obj, ev.revision());
     let now = filter.matches(&obj);
     let before = match &ev.prev {
-        Some(prev) if ev.kind == EventKind::Modified => filter.matches(&codec::from_stored(prev, def)?),
+        Some(prev) if ev.kind == EventKind::Modified => {
+            filter.matches(&codec::from_stored(prev, def)?)
+        }
         _ => false,
     };
     Ok(match ev.kind {
@@ -155,10 +163,14 @@ fn async_stream(
                 return;
             }
         }
-        if send_initial && bookmarks {
-            if tx.send(line("BOOKMARK", bookmark(def, from, true), def, false)).await.is_err() {
-                return;
-            }
+        if send_initial
+            && bookmarks
+            && tx
+                .send(line("BOOKMARK", bookmark(def, from, true), def, false))
+                .await
+                .is_err()
+        {
+            return;
         }
         let mut last = from;
         let mut events = events;

@@ -35,9 +35,12 @@ pub enum Bench {
 
 pub async fn run(b: Bench) -> anyhow::Result<()> {
     match b {
-        Bench::Apiserver { clients, count, value_size, store } => {
-            apiserver(clients.max(1), count.max(1), value_size, &store).await
-        }
+        Bench::Apiserver {
+            clients,
+            count,
+            value_size,
+            store,
+        } => apiserver(clients.max(1), count.max(1), value_size, &store).await,
     }
 }
 
@@ -53,7 +56,12 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-async fn apiserver(clients: usize, count: usize, value_size: usize, store_spec: &str) -> anyhow::Result<()> {
+async fn apiserver(
+    clients: usize,
+    count: usize,
+    value_size: usize,
+    store_spec: &str,
+) -> anyhow::Result<()> {
     println!("bench apiserver: {count} ConfigMap creates, {clients} concurrent clients, {value_size} B values, store {store_spec}");
     // Through the apiserver: HTTP + decode + defaults + validation + store.
     let dir = tempfile::tempdir().context("temp dir")?;
@@ -61,7 +69,10 @@ async fn apiserver(clients: usize, count: usize, value_size: usize, store_spec: 
     let shutdown = CancellationToken::new();
     let server = ApiServer::start(store, Box::new(auth::InsecureAdmin), shutdown.clone()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/api/v1/namespaces/default/configmaps", listener.local_addr()?);
+    let url = format!(
+        "http://{}/api/v1/namespaces/default/configmaps",
+        listener.local_addr()?
+    );
     let task = tokio::spawn(serve(listener, server));
 
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
@@ -73,8 +84,13 @@ async fn apiserver(clients: usize, count: usize, value_size: usize, store_spec: 
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let (client, url, data, next, errors) =
-            (client.clone(), url.clone(), data.clone(), next.clone(), errors.clone());
+        let (client, url, data, next, errors) = (
+            client.clone(),
+            url.clone(),
+            data.clone(),
+            next.clone(),
+            errors.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             loop {
@@ -139,6 +155,9 @@ async fn apiserver(clients: usize, count: usize, value_size: usize, store_spec: 
         ms(raw.p99),
         raw.errors
     );
-    println!("ratio: {:.3}", api_rate / raw.puts_per_sec.max(f64::MIN_POSITIVE));
+    println!(
+        "ratio: {:.3}",
+        api_rate / raw.puts_per_sec.max(f64::MIN_POSITIVE)
+    );
     Ok(())
 }

@@ -9,7 +9,8 @@ pub fn default_data_dir() -> anyhow::Result<PathBuf> {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(x).join("wasmkube"));
     }
-    let home = std::env::var_os("HOME").context("neither XDG_DATA_HOME nor HOME is set: pass --data-dir")?;
+    let home = std::env::var_os("HOME")
+        .context("neither XDG_DATA_HOME nor HOME is set: pass --data-dir")?;
     Ok(PathBuf::from(home).join(".local/share/wasmkube"))
 }
 

@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "wasmkube", version, about = "A Kubernetes-compatible orchestrator for WebAssembly workloads")]
+#[command(
+    name = "wasmkube",
+    version,
+    about = "A Kubernetes-compatible orchestrator for WebAssembly workloads"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -13,7 +13,8 @@ pub async fn run(args: ServerArgs, what: &str) -> anyhow::Result<()> {
         Some(d) => d.clone(),
         None => kubeconfig::default_data_dir()?,
     };
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating data dir {}", dir.display()))?;
     let store = open_store(&args.store, &dir).await?;
     let shutdown = CancellationToken::new();
     let server = ApiServer::start(store, Box::new(auth::InsecureAdmin), shutdown.clone())
@@ -33,7 +34,10 @@ pub async fn run(args: ServerArgs, what: &str) -> anyhow::Result<()> {
     wait_for_signal().await?;
     tracing::info!("stopping");
     shutdown.cancel();
-    server_task.await.context("server task")?.context("serving")?;
+    server_task
+        .await
+        .context("server task")?
+        .context("serving")?;
     Ok(())
 }
 

@@ -44,14 +44,29 @@ async fn kube_rs_typed_crud_and_watcher() {
         }
     }
 
-    let created = pods.create(&PostParams::default(), &pod("a")).await.expect("create");
+    let created = pods
+        .create(&PostParams::default(), &pod("a"))
+        .await
+        .expect("create");
     assert_eq!(created.metadata.name.as_deref(), Some("a"));
     assert!(created.metadata.uid.is_some());
     let got = pods.get("a").await.expect("get");
-    assert_eq!(got.metadata.resource_version, created.metadata.resource_version);
-    pods.create(&PostParams::default(), &pod("b")).await.expect("create b");
-    let list = pods.list(&ListParams::default().labels("app=kube-rs")).await.expect("list");
-    let names: Vec<_> = list.items.iter().filter_map(|p| p.metadata.name.clone()).collect();
+    assert_eq!(
+        got.metadata.resource_version,
+        created.metadata.resource_version
+    );
+    pods.create(&PostParams::default(), &pod("b"))
+        .await
+        .expect("create b");
+    let list = pods
+        .list(&ListParams::default().labels("app=kube-rs"))
+        .await
+        .expect("list");
+    let names: Vec<_> = list
+        .items
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
     assert_eq!(names, ["a", "b"]);
 
     let patched = pods
@@ -62,8 +77,18 @@ async fn kube_rs_typed_crud_and_watcher() {
         )
         .await
         .expect("patch");
-    assert_eq!(patched.metadata.labels.as_ref().and_then(|l| l.get("patched")).map(String::as_str), Some("yes"));
-    pods.delete("a", &DeleteParams::default()).await.expect("delete");
+    assert_eq!(
+        patched
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("patched"))
+            .map(String::as_str),
+        Some("yes")
+    );
+    pods.delete("a", &DeleteParams::default())
+        .await
+        .expect("delete");
     assert!(matches!(pods.get("a").await, Err(kube::Error::Api(e)) if e.code == 404));
 
     // The watcher saw: a applied, b applied, a patched, a deleted.
@@ -75,10 +100,20 @@ async fn kube_rs_typed_crud_and_watcher() {
             .expect("watcher running");
         match ev {
             Event::Apply(p) => {
-                let patched = p.metadata.labels.as_ref().is_some_and(|l| l.contains_key("patched"));
-                seen.push(format!("apply {}{}", p.metadata.name.unwrap_or_default(), if patched { " patched" } else { "" }));
+                let patched = p
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .is_some_and(|l| l.contains_key("patched"));
+                seen.push(format!(
+                    "apply {}{}",
+                    p.metadata.name.unwrap_or_default(),
+                    if patched { " patched" } else { "" }
+                ));
             }
-            Event::Delete(p) => seen.push(format!("delete {}", p.metadata.name.unwrap_or_default())),
+            Event::Delete(p) => {
+                seen.push(format!("delete {}", p.metadata.name.unwrap_or_default()))
+            }
             _ => {}
         }
     }

@@ -26,7 +26,10 @@ async fn sigkill_during_writes_loses_no_acknowledged_write() {
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
 
     // A watcher notes the last resourceVersion it saw before the kill.
-    let first = api.create(&PostParams::default(), &cm("start")).await.expect("create");
+    let first = api
+        .create(&PostParams::default(), &cm("start"))
+        .await
+        .expect("create");
     let start_rv = first.metadata.resource_version.clone().expect("rv");
 
     let mut writers = Vec::new();
@@ -65,7 +68,12 @@ async fn sigkill_during_writes_loses_no_acknowledged_write() {
         .filter_map(|m| m.metadata.name)
         .collect();
     let lost: Vec<_> = acked.difference(&present).collect();
-    assert!(lost.is_empty(), "{} acknowledged writes lost, e.g. {:?}", lost.len(), lost.iter().take(5).collect::<Vec<_>>());
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost, e.g. {:?}",
+        lost.len(),
+        lost.iter().take(5).collect::<Vec<_>>()
+    );
 
     // A watch from the version seen before the kill replays what came after it (or says 410).
     let mut stream = api
@@ -80,7 +88,10 @@ async fn sigkill_during_writes_loses_no_acknowledged_write() {
                 replayed.insert(m.metadata.name.unwrap_or_default());
             }
             WatchEvent::Error(e) => {
-                assert_eq!(e.code, 410, "only an expired version may end the watch: {e:?}");
+                assert_eq!(
+                    e.code, 410,
+                    "only an expired version may end the watch: {e:?}"
+                );
                 return;
             }
             _ => {}
@@ -90,16 +101,30 @@ async fn sigkill_during_writes_loses_no_acknowledged_write() {
         }
     }
     let missed: Vec<_> = acked.difference(&replayed).collect();
-    assert!(missed.is_empty(), "the resumed watch missed {} events, e.g. {:?}", missed.len(), missed.iter().take(5).collect::<Vec<_>>());
+    assert!(
+        missed.is_empty(),
+        "the resumed watch missed {} events, e.g. {:?}",
+        missed.len(),
+        missed.iter().take(5).collect::<Vec<_>>()
+    );
 }
 
 #[test]
 fn sigterm_stops_cleanly_and_restart_keeps_objects() {
     let mut c = Cluster::start();
     c.ok(&["create", "namespace", "keep"]);
-    c.ok(&["create", "configmap", "kept", "-n", "keep", "--from-literal=a=b"]);
+    c.ok(&[
+        "create",
+        "configmap",
+        "kept",
+        "-n",
+        "keep",
+        "--from-literal=a=b",
+    ]);
     let status = c.stop();
     assert!(status.success(), "wasmkube up exited with {status}");
     c.restart();
-    assert!(c.ok(&["get", "cm", "kept", "-n", "keep", "-o", "name"]).contains("configmap/kept"));
+    assert!(c
+        .ok(&["get", "cm", "kept", "-n", "keep", "-o", "name"])
+        .contains("configmap/kept"));
 }

@@ -49,12 +49,19 @@ fn version_discovery_and_namespaces() {
         "horizontalpodautoscalers            hpa",
     ] {
         let name = line.split_whitespace().next().unwrap_or("");
-        assert!(res.lines().any(|l| l.starts_with(name)), "{name} missing from:\n{res}");
+        assert!(
+            res.lines().any(|l| l.starts_with(name)),
+            "{name} missing from:\n{res}"
+        );
     }
     assert!(res.contains("metrics.k8s.io/v1beta1"), "{res}");
     let ns = c.ok(&["get", "ns"]);
     for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        assert!(ns.lines().any(|l| l.starts_with(name) && l.contains("Active")), "{ns}");
+        assert!(
+            ns.lines()
+                .any(|l| l.starts_with(name) && l.contains("Active")),
+            "{ns}"
+        );
     }
     assert!(ns.starts_with("NAME"), "{ns}");
 }
@@ -67,33 +74,66 @@ fn create_get_formats_and_errors() {
 
     // Duplicate → AlreadyExists.
     let e = c.err(&["create", "-f", &pod]);
-    assert!(e.contains("Error from server (AlreadyExists)") && e.contains(r#"pods "hello" already exists"#), "{e}");
+    assert!(
+        e.contains("Error from server (AlreadyExists)")
+            && e.contains(r#"pods "hello" already exists"#),
+        "{e}"
+    );
 
     // Table output with upstream's columns.
     let table = c.ok(&["get", "pods"]);
-    let header: Vec<&str> = table.lines().next().unwrap_or("").split_whitespace().collect();
-    assert_eq!(header, ["NAME", "READY", "STATUS", "RESTARTS", "AGE"], "{table}");
-    assert!(table.contains("hello") && table.contains("0/1") && table.contains("Pending"), "{table}");
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
+        "{table}"
+    );
+    assert!(
+        table.contains("hello") && table.contains("0/1") && table.contains("Pending"),
+        "{table}"
+    );
     let wide = c.ok(&["get", "pods", "-o", "wide"]);
-    assert!(wide.lines().next().unwrap_or("").contains("IP") && wide.contains("NODE"), "{wide}");
+    assert!(
+        wide.lines().next().unwrap_or("").contains("IP") && wide.contains("NODE"),
+        "{wide}"
+    );
 
     let y = c.ok(&["get", "pod", "hello", "-o", "yaml"]);
-    assert!(y.contains("restartPolicy: Never") && y.contains("uid:"), "{y}");
+    assert!(
+        y.contains("restartPolicy: Never") && y.contains("uid:"),
+        "{y}"
+    );
     let j = json(&c.ok(&["get", "pod", "hello", "-o", "json"]));
     assert_eq!(j["spec"]["containers"][0]["name"], "hello");
     assert_eq!(j["status"]["phase"], "Pending");
-    assert_eq!(j["spec"]["dnsPolicy"], "ClusterFirst", "defaults are applied");
-    assert!(j["metadata"]["resourceVersion"].as_str().is_some_and(|rv| !rv.is_empty()));
+    assert_eq!(
+        j["spec"]["dnsPolicy"], "ClusterFirst",
+        "defaults are applied"
+    );
+    assert!(j["metadata"]["resourceVersion"]
+        .as_str()
+        .is_some_and(|rv| !rv.is_empty()));
 
     // Not found.
     let e = c.err(&["get", "pod", "nope"]);
-    assert!(e.contains(r#"Error from server (NotFound): pods "nope" not found"#), "{e}");
+    assert!(
+        e.contains(r#"Error from server (NotFound): pods "nope" not found"#),
+        "{e}"
+    );
 
     // Invalid: no containers, bad name → Invalid listing the fields.
     let bad = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: Bad_Name\nspec:\n  containers: []\n";
     let e = c.err_in(&["create", "-f", "-"], bad);
     assert!(e.contains("is invalid"), "{e}");
-    assert!(e.contains("metadata.name") && e.contains("spec.containers"), "{e}");
+    assert!(
+        e.contains("metadata.name") && e.contains("spec.containers"),
+        "{e}"
+    );
 
     // Unknown fields are rejected under kubectl's fieldValidation=Strict.
     let unknown = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: u\nspec:\n  containers:\n  - name: c\n    image: i\n    bogus: 1\n";
@@ -108,32 +148,70 @@ fn stale_update_conflicts() {
     let old = c.ok(&["get", "cm", "cfg", "-o", "json"]);
     c.ok(&["patch", "cm", "cfg", "-p", r#"{"data":{"a":"2"}}"#]);
     let e = c.err_in(&["replace", "-f", "-"], &old);
-    assert!(e.contains("Error from server (Conflict)") && e.contains("the object has been modified"), "{e}");
+    assert!(
+        e.contains("Error from server (Conflict)") && e.contains("the object has been modified"),
+        "{e}"
+    );
 }
 
 #[test]
 fn apply_twice_bumps_generation_once_and_server_side_apply_works() {
     let c = Cluster::start();
-    assert_eq!(c.ok_in(&["apply", "-f", "-"], &deployment("wasm:1", 2)).trim(), "deployment.apps/app created");
+    assert_eq!(
+        c.ok_in(&["apply", "-f", "-"], &deployment("wasm:1", 2))
+            .trim(),
+        "deployment.apps/app created"
+    );
     let d = json(&c.ok(&["get", "deploy", "app", "-o", "json"]));
     assert_eq!(d["metadata"]["generation"], 1);
-    assert!(d["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"].is_string());
-    assert_eq!(c.ok_in(&["apply", "-f", "-"], &deployment("wasm:2", 2)).trim(), "deployment.apps/app configured");
+    assert!(
+        d["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+            .is_string()
+    );
+    assert_eq!(
+        c.ok_in(&["apply", "-f", "-"], &deployment("wasm:2", 2))
+            .trim(),
+        "deployment.apps/app configured"
+    );
     let d = json(&c.ok(&["get", "deploy", "app", "-o", "json"]));
     assert_eq!(d["metadata"]["generation"], 2);
-    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "wasm:2");
-    assert_eq!(d["spec"]["template"]["spec"]["containers"].as_array().map(Vec::len), Some(1));
-    assert_eq!(c.ok_in(&["apply", "-f", "-"], &deployment("wasm:2", 2)).trim(), "deployment.apps/app unchanged");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "wasm:2"
+    );
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(
+        c.ok_in(&["apply", "-f", "-"], &deployment("wasm:2", 2))
+            .trim(),
+        "deployment.apps/app unchanged"
+    );
     let d = json(&c.ok(&["get", "deploy", "app", "-o", "json"]));
     assert_eq!(d["metadata"]["generation"], 2);
 
     // Server-side apply: creates, then changes a field it owns.
     let ssa = deployment("wasm:3", 1).replace("name: app\n", "name: ssa\n");
-    assert!(c.ok_in(&["apply", "--server-side", "-f", "-"], &ssa).contains("deployment.apps/ssa serverside-applied"));
+    assert!(c
+        .ok_in(&["apply", "--server-side", "-f", "-"], &ssa)
+        .contains("deployment.apps/ssa serverside-applied"));
     let ssa4 = ssa.replace("wasm:3", "wasm:4");
     c.ok_in(&["apply", "--server-side", "-f", "-"], &ssa4);
-    let d = json(&c.ok(&["get", "deploy", "ssa", "-o", "json"]));
-    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "wasm:4");
+    let d = json(&c.ok(&[
+        "get",
+        "deploy",
+        "ssa",
+        "-o",
+        "json",
+        "--show-managed-fields",
+    ]));
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "wasm:4"
+    );
     let managers: Vec<&str> = d["metadata"]["managedFields"]
         .as_array()
         .into_iter()
@@ -148,26 +226,69 @@ fn label_annotate_patch_scale_and_get_all() {
     let c = Cluster::start();
     c.ok_in(&["apply", "-f", "-"], &deployment("wasm:1", 2));
     c.ok(&["create", "-f", &format!("{EXAMPLES}/hello-pod.yaml")]);
-    assert_eq!(c.ok(&["label", "pod", "hello", "tier=front"]).trim(), "pod/hello labeled");
-    assert_eq!(c.ok(&["annotate", "pod", "hello", "note=hi"]).trim(), "pod/hello annotated");
+    assert_eq!(
+        c.ok(&["label", "pod", "hello", "tier=front"]).trim(),
+        "pod/hello labeled"
+    );
+    assert_eq!(
+        c.ok(&["annotate", "pod", "hello", "note=hi"]).trim(),
+        "pod/hello annotated"
+    );
     let p = json(&c.ok(&["get", "pod", "hello", "-o", "json"]));
     assert_eq!(p["metadata"]["labels"]["tier"], "front");
     assert_eq!(p["metadata"]["annotations"]["note"], "hi");
-    assert!(c.ok(&["get", "pods", "-l", "tier=front", "-o", "name"]).contains("pod/hello"));
-    assert!(c.ok(&["get", "pods", "-l", "tier=back", "-o", "name"]).trim().is_empty());
+    assert!(c
+        .ok(&["get", "pods", "-l", "tier=front", "-o", "name"])
+        .contains("pod/hello"));
+    assert!(c
+        .ok(&["get", "pods", "-l", "tier=back", "-o", "name"])
+        .trim()
+        .is_empty());
 
     // The three patch types.
-    c.ok(&["patch", "deploy", "app", "--type=strategic", "-p",
-        r#"{"spec":{"template":{"spec":{"containers":[{"name":"c","image":"wasm:9"}]}}}}"#]);
-    c.ok(&["patch", "deploy", "app", "--type=merge", "-p", r#"{"metadata":{"labels":{"m":"1"}}}"#]);
-    c.ok(&["patch", "deploy", "app", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/replicas","value":3}]"#]);
+    c.ok(&[
+        "patch",
+        "deploy",
+        "app",
+        "--type=strategic",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"c","image":"wasm:9"}]}}}}"#,
+    ]);
+    c.ok(&[
+        "patch",
+        "deploy",
+        "app",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"labels":{"m":"1"}}}"#,
+    ]);
+    c.ok(&[
+        "patch",
+        "deploy",
+        "app",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/replicas","value":3}]"#,
+    ]);
     let d = json(&c.ok(&["get", "deploy", "app", "-o", "json"]));
-    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "wasm:9");
-    assert_eq!(d["spec"]["template"]["spec"]["containers"].as_array().map(Vec::len), Some(1), "strategic merge keeps the list merged by name");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "wasm:9"
+    );
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "strategic merge keeps the list merged by name"
+    );
     assert_eq!(d["metadata"]["labels"]["m"], "1");
     assert_eq!(d["spec"]["replicas"], 3);
 
-    assert_eq!(c.ok(&["scale", "deployment", "app", "--replicas=5"]).trim(), "deployment.apps/app scaled");
+    assert_eq!(
+        c.ok(&["scale", "deployment", "app", "--replicas=5"]).trim(),
+        "deployment.apps/app scaled"
+    );
     let d = json(&c.ok(&["get", "deploy", "app", "-o", "json"]));
     assert_eq!(d["spec"]["replicas"], 5);
 
@@ -175,8 +296,17 @@ fn label_annotate_patch_scale_and_get_all() {
     assert!(all.contains("pod/hello"), "{all}");
     assert!(all.contains("deployment.apps/app"), "{all}");
     let deploys = c.ok(&["get", "deploy"]);
-    let header: Vec<&str> = deploys.lines().next().unwrap_or("").split_whitespace().collect();
-    assert_eq!(header, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"], "{deploys}");
+    let header: Vec<&str> = deploys
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+        "{deploys}"
+    );
 }
 
 #[test]
@@ -184,22 +314,47 @@ fn delete_with_and_without_wait_and_describe() {
     let c = Cluster::start();
     c.ok(&["create", "-f", &format!("{EXAMPLES}/hello-pod.yaml")]);
     let d = c.ok(&["describe", "pod", "hello"]);
-    for want in ["Name:", "hello", "Namespace:", "default", "Status:", "Pending", "Containers:", "Image:"] {
+    for want in [
+        "Name:",
+        "hello",
+        "Namespace:",
+        "default",
+        "Status:",
+        "Pending",
+        "Containers:",
+        "Image:",
+    ] {
         assert!(d.contains(want), "describe lacks {want}:\n{d}");
     }
-    assert_eq!(c.ok(&["delete", "pod", "hello"]).trim(), r#"pod "hello" deleted"#);
+    assert_eq!(
+        c.ok(&["delete", "pod", "hello"]).trim(),
+        r#"pod "hello" deleted"#
+    );
     assert!(c.err(&["get", "pod", "hello"]).contains("NotFound"));
 
     c.ok(&["create", "configmap", "x", "--from-literal=a=b"]);
-    assert_eq!(c.ok(&["delete", "configmap", "x", "--wait=false"]).trim(), r#"configmap "x" deleted"#);
+    assert_eq!(
+        c.ok(&["delete", "configmap", "x", "--wait=false"]).trim(),
+        r#"configmap "x" deleted"#
+    );
     assert!(c.err(&["get", "cm", "x"]).contains("NotFound"));
 
     // A namespace takes its content with it.
     c.ok(&["create", "namespace", "tmp"]);
-    c.ok(&["create", "configmap", "y", "-n", "tmp", "--from-literal=a=b"]);
+    c.ok(&[
+        "create",
+        "configmap",
+        "y",
+        "-n",
+        "tmp",
+        "--from-literal=a=b",
+    ]);
     c.ok(&["delete", "namespace", "tmp"]);
     assert!(c.err(&["get", "ns", "tmp"]).contains("NotFound"));
-    assert!(c.ok(&["get", "cm", "-A", "-o", "name"]).lines().all(|l| l != "configmap/y"));
+    assert!(c
+        .ok(&["get", "cm", "-A", "-o", "name"])
+        .lines()
+        .all(|l| l != "configmap/y"));
 }
 
 #[test]
@@ -225,7 +380,9 @@ fn get_pods_watch_sees_added_modified_deleted() {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("no {want} event from kubectl get -w"));
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {want} event from kubectl get -w"));
             if line.split_whitespace().next() == Some(want) {
                 assert!(line.contains("hello"), "{line}");
                 return;

@@ -95,10 +95,7 @@ pub fn validate_selector_and_template(
             } else {
                 let labels = spec.pointer("/template/metadata/labels");
                 if !selector_matches(sel, labels.and_then(Value::as_object)) {
-                    out.push(labels_mismatch(
-                        &p(&p(&tp, "metadata"), "labels"),
-                        labels,
-                    ));
+                    out.push(labels_mismatch(&p(&p(&tp, "metadata"), "labels"), labels));
                 }
             }
         }
@@ -107,9 +104,16 @@ pub fn validate_selector_and_template(
     let template = spec.get("template").unwrap_or(&empty);
     out.extend(validate_pod_template(template, &tp));
     let rp = p(&p(&tp, "spec"), "restartPolicy");
-    if let Some(rp_value) = template.pointer("/spec/restartPolicy").and_then(Value::as_str) {
+    if let Some(rp_value) = template
+        .pointer("/spec/restartPolicy")
+        .and_then(Value::as_str)
+    {
         if !restart_policies.contains(&rp_value) && !rp_value.is_empty() {
-            out.push(FieldError::not_supported(rp, &sv(rp_value), restart_policies));
+            out.push(FieldError::not_supported(
+                rp,
+                &sv(rp_value),
+                restart_policies,
+            ));
         }
     }
     out
@@ -168,13 +172,15 @@ fn validate_int_or_percent(ru: &Value, k: &str, path: &str) -> Vec<FieldError> {
             v,
             "must be an integer or percentage (e.g '5%')",
         )),
-        None => out.push(FieldError::invalid(&fp, v, "must be an integer or percentage (e.g '5%')")),
-        Some(n) if n < 0 => out.push(FieldError::invalid(&fp, &int_or_string_shown(v), NEGATIVE)),
-        Some(n) if v.is_string() && n > 100 => out.push(FieldError::invalid(
+        None => out.push(FieldError::invalid(
             &fp,
             v,
-            "must not be greater than 100%",
+            "must be an integer or percentage (e.g '5%')",
         )),
+        Some(n) if n < 0 => out.push(FieldError::invalid(&fp, &int_or_string_shown(v), NEGATIVE)),
+        Some(n) if v.is_string() && n > 100 => {
+            out.push(FieldError::invalid(&fp, v, "must not be greater than 100%"))
+        }
         Some(_) => {}
     }
     out
@@ -290,7 +296,10 @@ pub fn validate_daemon_set(o: &Value) -> Vec<FieldError> {
         "OnDelete" => {}
         "RollingUpdate" => match strategy.get("rollingUpdate").filter(|v| !v.is_null()) {
             None => out.push(FieldError::required(format!("{sp}.rollingUpdate"))),
-            Some(ru) => out.extend(validate_daemon_set_rolling_update(ru, "spec.updateStrategy.rollingUpdate")),
+            Some(ru) => out.extend(validate_daemon_set_rolling_update(
+                ru,
+                "spec.updateStrategy.rollingUpdate",
+            )),
         },
         other => out.push(FieldError::not_supported(
             format!("{sp}.type"),
@@ -361,8 +370,15 @@ mod tests {
         assert_eq!(spec["revisionHistoryLimit"], 10);
         assert_eq!(spec["progressDeadlineSeconds"], 600);
         assert_eq!(spec["template"]["spec"]["restartPolicy"], "Always");
-        assert_eq!(spec["template"]["spec"]["containers"][0]["imagePullPolicy"], "Always");
-        assert!(validate_deployment(&d).is_empty(), "{:?}", validate_deployment(&d));
+        assert_eq!(
+            spec["template"]["spec"]["containers"][0]["imagePullPolicy"],
+            "Always"
+        );
+        assert!(
+            validate_deployment(&d).is_empty(),
+            "{:?}",
+            validate_deployment(&d)
+        );
 
         let d = deployment(json!({"replicas": 0, "strategy": {"type": "Recreate"}}));
         assert_eq!(d["spec"]["replicas"], 0);
@@ -398,7 +414,10 @@ mod tests {
         }
         let mut d = deployment(json!({}));
         d["spec"].as_object_mut().unwrap().remove("selector");
-        assert_eq!(validate_deployment(&d)[0].display(), "spec.selector: Required value");
+        assert_eq!(
+            validate_deployment(&d)[0].display(),
+            "spec.selector: Required value"
+        );
         d["spec"]["selector"] = json!({});
         assert_eq!(
             validate_deployment(&d)[0].message,
@@ -436,7 +455,10 @@ mod tests {
             "spec.updateStrategy.rollingUpdate.maxUnavailable: Required value: cannot be 0 when maxSurge is 0"
         );
         ds["spec"]["updateStrategy"] = json!({"type": "Sometimes"});
-        assert_eq!(validate_daemon_set(&ds)[0].field, "spec.updateStrategy.type");
+        assert_eq!(
+            validate_daemon_set(&ds)[0].field,
+            "spec.updateStrategy.type"
+        );
     }
 
     #[test]

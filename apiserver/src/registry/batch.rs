@@ -5,8 +5,8 @@ use serde_json::{json, Map, Value};
 
 use super::apps::labels_mismatch;
 use super::meta::{
-    child_mut, default_field, default_str, immutable, int, is_true, max_len_error, nonnegative,
-    p, s, selector_matches, sv, validate_label_selector,
+    child_mut, default_field, default_str, go_string_map, immutable, int, is_true, max_len_error,
+    nonnegative, p, s, selector_matches, sv, validate_label_selector,
 };
 use super::pod::{default_pod_template, validate_pod_template};
 use crate::errors::FieldError;
@@ -155,7 +155,10 @@ fn validate_job_spec(spec: &Value, path: &str) -> Vec<FieldError> {
     }
     let tp = p(path, "template");
     let empty = json!({});
-    out.extend(validate_pod_template(spec.get("template").unwrap_or(&empty), &tp));
+    out.extend(validate_pod_template(
+        spec.get("template").unwrap_or(&empty),
+        &tp,
+    ));
     let restart = spec
         .pointer("/template/spec/restartPolicy")
         .and_then(Value::as_str)
@@ -189,26 +192,51 @@ pub fn validate_job(o: &Value) -> Vec<FieldError> {
     out
 }
 
-/// `validateGeneratedSelector`: generated selectors must carry the job's own uid.
+/// `validateGeneratedSelector`: a generated selector selects exactly this job's pods, whose
+/// template carries the controller-uid and job-name labels (`ValidateHasLabel`).
 fn validate_generated_selector(o: &Value, spec: &Value) -> Vec<FieldError> {
     let mut out = Vec::new();
-    let uid = o.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+    let meta = |k: &str| {
+        o.pointer(&format!("/metadata/{k}"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    let (uid, name) = (meta("uid"), meta("name"));
+    let Some(sel) = spec.get("selector").filter(|v| !v.is_null()) else {
+        return out;
+    };
     if is_true(spec, "manualSelector") || uid.is_empty() {
         return out;
     }
-    let checks = [
-        ("spec.template.metadata.labels", "/template/metadata/labels"),
-        ("spec.selector.matchLabels", "/selector/matchLabels"),
-    ];
-    for (path, pointer) in checks {
-        let field = format!("{path}[{CONTROLLER_UID}]");
-        match spec.pointer(pointer).and_then(|l| s(l, CONTROLLER_UID)) {
-            None => out.push(FieldError::required(field)),
-            Some(v) if v != uid => {
-                out.push(FieldError::invalid(field, &sv(v), &format!("must be '{uid}'")))
-            }
+    let labels = spec.pointer("/template/metadata/labels");
+    for (k, want) in [
+        (LEGACY_CONTROLLER_UID, uid),
+        (LEGACY_JOB_NAME, name),
+        (CONTROLLER_UID, uid),
+        (JOB_NAME, name),
+    ] {
+        let field = format!("spec.template.metadata.labels[{k}]");
+        match labels.and_then(|l| s(l, k)) {
+            None => out.push(FieldError::required_msg(field, want)),
+            Some(v) if v != want => out.push(FieldError {
+                reason: "FieldValueInvalid",
+                field,
+                message: format!(
+                    "Invalid value: {}: {want}",
+                    go_string_map(labels.and_then(Value::as_object))
+                ),
+            }),
             Some(_) => {}
         }
+    }
+    let expected = json!({CONTROLLER_UID: uid, JOB_NAME: name,
+        LEGACY_CONTROLLER_UID: uid, LEGACY_JOB_NAME: name});
+    if !selector_matches(sel, expected.as_object()) {
+        out.push(FieldError::invalid(
+            "spec.selector",
+            sel,
+            "`selector` not auto-generated",
+        ));
     }
     out
 }
@@ -217,7 +245,12 @@ fn validate_generated_selector(o: &Value, spec: &Value) -> Vec<FieldError> {
 pub fn validate_job_update(o: &Value, old: &Value) -> Vec<FieldError> {
     let mut out = Vec::new();
     let field = |k: &str, v: &Value| v.get("spec").and_then(|s| s.get(k)).cloned();
-    for k in ["selector", "completionMode", "podFailurePolicy", "backoffLimitPerIndex"] {
+    for k in [
+        "selector",
+        "completionMode",
+        "podFailurePolicy",
+        "backoffLimitPerIndex",
+    ] {
         out.extend(immutable(
             field(k, o).as_ref(),
             field(k, old).as_ref(),
@@ -254,7 +287,11 @@ pub fn validate_cron_job(o: &Value) -> Vec<FieldError> {
     let mut out = Vec::new();
     if let Some(name) = o.pointer("/metadata/name").and_then(Value::as_str) {
         if name.len() > 52 {
-            out.push(FieldError::invalid("metadata.name", &sv(name), &max_len_error(52)));
+            out.push(FieldError::invalid(
+                "metadata.name",
+                &sv(name),
+                &max_len_error(52),
+            ));
         }
     }
     let empty = json!({});
@@ -300,6 +337,13 @@ pub fn validate_cron_job(o: &Value) -> Vec<FieldError> {
     }
     let job_spec = spec.pointer("/jobTemplate/spec").unwrap_or(&empty);
     out.extend(validate_job_spec(job_spec, "spec.jobTemplate.spec"));
+    if let Some(sel) = job_spec.get("selector").filter(|v| !v.is_null()) {
+        out.push(FieldError::invalid(
+            "spec.jobTemplate.spec.selector",
+            sel,
+            "`selector` will be auto-generated",
+        ));
+    }
     if is_true(job_spec, "manualSelector") {
         out.push(FieldError::not_supported(
             "spec.jobTemplate.spec.manualSelector",
@@ -330,8 +374,12 @@ pub fn parse_cron(spec: &str) -> Result<(), String> {
             "yearly" | "annually" | "monthly" | "weekly" | "daily" | "midnight" | "hourly" => {
                 Ok(())
             }
-            _ if d.starts_with("every ") => parse_go_duration(&d[6..])
-                .map_err(|_| format!("failed to parse duration {spec}: time: invalid duration {:?}", &d[6..])),
+            _ if d.starts_with("every ") => parse_go_duration(&d[6..]).map_err(|_| {
+                format!(
+                    "failed to parse duration {spec}: time: invalid duration {:?}",
+                    &d[6..]
+                )
+            }),
             _ => Err(format!("unrecognized descriptor: {spec}")),
         };
     }
@@ -385,10 +433,14 @@ fn parse_range(expr: &str, min: i64, max: i64, names: &[&str], offset: i64) -> R
         _ => return Err(format!("too many slashes: {expr}")),
     };
     if start < min {
-        return Err(format!("beginning of range ({start}) below minimum ({min}): {expr}"));
+        return Err(format!(
+            "beginning of range ({start}) below minimum ({min}): {expr}"
+        ));
     }
     if end > max {
-        return Err(format!("end of range ({end}) above maximum ({max}): {expr}"));
+        return Err(format!(
+            "end of range ({end}) above maximum ({max}): {expr}"
+        ));
     }
     if start > end {
         return Err(format!(
@@ -439,7 +491,10 @@ fn parse_go_duration(d: &str) -> Result<(), ()> {
         let unit_end = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
-        if !matches!(&rest[..unit_end], "ns" | "us" | "µs" | "ms" | "s" | "m" | "h") {
+        if !matches!(
+            &rest[..unit_end],
+            "ns" | "us" | "µs" | "ms" | "s" | "m" | "h"
+        ) {
             return Err(());
         }
         rest = &rest[unit_end..];
@@ -472,7 +527,10 @@ mod tests {
         assert_eq!(spec["completionMode"], "NonIndexed");
         assert_eq!(spec["suspend"], false);
         assert_eq!(spec["podReplacementPolicy"], "TerminatingOrFailed");
-        assert_eq!(spec["selector"], json!({"matchLabels": {CONTROLLER_UID: "u-1"}}));
+        assert_eq!(
+            spec["selector"],
+            json!({"matchLabels": {CONTROLLER_UID: "u-1"}})
+        );
         let labels = &spec["template"]["metadata"]["labels"];
         assert_eq!(labels[CONTROLLER_UID], "u-1");
         assert_eq!(labels[JOB_NAME], "j");
@@ -485,9 +543,11 @@ mod tests {
         assert_eq!(j["spec"]["parallelism"], 3);
         assert_eq!(j["spec"]["backoffLimit"], 0);
 
-        let j = job(json!({"manualSelector": true, "selector": {"matchLabels": {"a": "b"}},
+        let j = job(
+            json!({"manualSelector": true, "selector": {"matchLabels": {"a": "b"}},
             "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"restartPolicy": "Never",
-                "containers": [{"name": "c", "image": "busybox"}]}}}));
+                "containers": [{"name": "c", "image": "busybox"}]}}}),
+        );
         assert_eq!(j["spec"]["selector"], json!({"matchLabels": {"a": "b"}}));
         assert!(validate_job(&j).is_empty());
     }
@@ -495,21 +555,51 @@ mod tests {
     #[test]
     fn job_rules() {
         let cases: Vec<(Value, &str, &str)> = vec![
-            (json!({"parallelism": -1}), "spec.parallelism", "Invalid value: -1: must be greater than or equal to 0"),
-            (json!({"completions": -1}), "spec.completions", "Invalid value: -1: must be greater than or equal to 0"),
-            (json!({"backoffLimit": -1}), "spec.backoffLimit", "Invalid value: -1: must be greater than or equal to 0"),
-            (json!({"template": {"spec": {"restartPolicy": "Always", "containers": [{"name": "c", "image": "b"}]}}}),
-                "spec.template.spec.restartPolicy", "Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""),
-            (json!({"completionMode": "Indexed", "parallelism": 2}), "spec.completions", "Required value: when completion mode is Indexed"),
-            (json!({"selector": {"matchLabels": {CONTROLLER_UID: "other"}}}), "spec.selector.matchLabels[batch.kubernetes.io/controller-uid]",
-                "Invalid value: \"other\": must be 'u-1'"),
+            (
+                json!({"parallelism": -1}),
+                "spec.parallelism",
+                "Invalid value: -1: must be greater than or equal to 0",
+            ),
+            (
+                json!({"completions": -1}),
+                "spec.completions",
+                "Invalid value: -1: must be greater than or equal to 0",
+            ),
+            (
+                json!({"backoffLimit": -1}),
+                "spec.backoffLimit",
+                "Invalid value: -1: must be greater than or equal to 0",
+            ),
+            (
+                json!({"template": {"spec": {"restartPolicy": "Always", "containers": [{"name": "c", "image": "b"}]}}}),
+                "spec.template.spec.restartPolicy",
+                "Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\"",
+            ),
+            (
+                json!({"completionMode": "Indexed", "parallelism": 2}),
+                "spec.completions",
+                "Required value: when completion mode is Indexed",
+            ),
+            (
+                json!({"selector": {"matchLabels": {CONTROLLER_UID: "other"}}}),
+                "spec.selector",
+                "Invalid value: {\"matchLabels\":{\"batch.kubernetes.io/controller-uid\":\"other\"}}: `selector` not auto-generated",
+            ),
+            (
+                json!({"template": {"metadata": {"labels": {JOB_NAME: "x"}}, "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "b"}]}}}),
+                "spec.template.metadata.labels[batch.kubernetes.io/job-name]",
+                "Invalid value: map[string]string{\"batch.kubernetes.io/controller-uid\":\"u-1\", \"batch.kubernetes.io/job-name\":\"x\", \"controller-uid\":\"u-1\", \"job-name\":\"j\"}: j",
+            ),
         ];
         for (spec, field, msg) in cases {
             let errs: Vec<(String, String)> = validate_job(&job(spec.clone()))
                 .into_iter()
                 .map(|e| (e.field, e.message))
                 .collect();
-            assert!(errs.contains(&(field.to_string(), msg.to_string())), "{spec}: {errs:?}");
+            assert!(
+                errs.contains(&(field.to_string(), msg.to_string())),
+                "{spec}: {errs:?}"
+            );
         }
         let mut j = job(json!({}));
         j["spec"]["template"]["metadata"]["labels"] = json!({"x": "y"});
@@ -529,7 +619,10 @@ mod tests {
         assert!(errs[0].message.ends_with(": field is immutable"));
         let mut new = old.clone();
         new["spec"]["completions"] = json!(3);
-        assert_eq!(validate_job_update(&new, &old)[0].display(), "spec.completions: Invalid value: 3: field is immutable");
+        assert_eq!(
+            validate_job_update(&new, &old)[0].display(),
+            "spec.completions: Invalid value: 3: field is immutable"
+        );
         let mut new = old.clone();
         new["spec"]["parallelism"] = json!(5);
         new["spec"]["suspend"] = json!(true);
@@ -547,7 +640,11 @@ mod tests {
         assert_eq!(spec["suspend"], false);
         assert_eq!(spec["successfulJobsHistoryLimit"], 3);
         assert_eq!(spec["failedJobsHistoryLimit"], 1);
-        assert!(validate_cron_job(&cj).is_empty(), "{:?}", validate_cron_job(&cj));
+        assert!(
+            validate_cron_job(&cj).is_empty(),
+            "{:?}",
+            validate_cron_job(&cj)
+        );
 
         let cases = [
             ("* * * *", "Invalid value: \"* * * *\": expected exactly 5 fields, found 4: [* * * *]"),
@@ -564,7 +661,12 @@ mod tests {
             assert_eq!(errs[0].field, "spec.schedule");
             assert_eq!(errs[0].message, msg);
         }
-        for ok in ["*/15 9-17 * JAN-DEC mon-fri", "@hourly", "@every 1h30m", "0 0 1,15 * ?"] {
+        for ok in [
+            "*/15 9-17 * JAN-DEC mon-fri",
+            "@hourly",
+            "@every 1h30m",
+            "0 0 1,15 * ?",
+        ] {
             assert_eq!(parse_cron(ok), Ok(()), "{ok}");
         }
         let mut bad = cj.clone();

@@ -10,7 +10,9 @@ use super::meta::{
     arr, child_mut, default_field, default_str, immutable, int, invalid_each, is_config_map_key,
     is_dns1123_label, is_qualified_name, ix, key, obj, p, s, sv,
 };
-use super::pod::{port_number, validate_enum, validate_optional_enum, validate_quantity, VOLUME_SOURCES};
+use super::pod::{
+    port_number, validate_enum, validate_optional_enum, validate_quantity, VOLUME_SOURCES,
+};
 use super::quantity;
 use crate::errors::FieldError;
 
@@ -56,7 +58,11 @@ pub fn validate_config_map(o: &Value) -> Vec<FieldError> {
 /// `immutable: true` freezes `data`/`binaryData` and itself.
 fn validate_immutable_data(o: &Value, old: &Value, fields: &[&str]) -> Vec<FieldError> {
     let mut out = Vec::new();
-    if !old.get("immutable").and_then(Value::as_bool).unwrap_or(false) {
+    if !old
+        .get("immutable")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
         return out;
     }
     if o.get("immutable").and_then(Value::as_bool) != Some(true) {
@@ -124,11 +130,11 @@ pub fn validate_secret(o: &Value) -> Vec<FieldError> {
         }
         "kubernetes.io/dockercfg" => required(&mut out, ".dockercfg"),
         "kubernetes.io/dockerconfigjson" => required(&mut out, ".dockerconfigjson"),
-        "kubernetes.io/basic-auth" => {
-            if data_len(o, "username") == 0 && data_len(o, "password") == 0 {
-                required(&mut out, "username");
-                required(&mut out, "password");
-            }
+        "kubernetes.io/basic-auth"
+            if data_len(o, "username") == 0 && data_len(o, "password") == 0 =>
+        {
+            required(&mut out, "username");
+            required(&mut out, "password");
         }
         "kubernetes.io/ssh-auth" => required(&mut out, "ssh-privatekey"),
         "kubernetes.io/tls" => {
@@ -183,7 +189,10 @@ pub fn default_namespace(o: &mut Value) {
 pub fn validate_namespace(o: &Value) -> Vec<FieldError> {
     let mut out = Vec::new();
     let empty = json!({});
-    for (i, f) in arr(o.get("spec").unwrap_or(&empty), "finalizers").iter().enumerate() {
+    for (i, f) in arr(o.get("spec").unwrap_or(&empty), "finalizers")
+        .iter()
+        .enumerate()
+    {
         let name = f.as_str().unwrap_or_default();
         let fp = ix("spec.finalizers", i);
         if !name.contains('/') && name != "kubernetes" {
@@ -238,7 +247,11 @@ pub fn validate_node(o: &Value) -> Vec<FieldError> {
         let k = s(t, "key").unwrap_or_default();
         out.extend(invalid_each(&p(&tp, "key"), k, is_qualified_name(k)));
         let v = s(t, "value").unwrap_or_default();
-        out.extend(invalid_each(&p(&tp, "value"), v, super::meta::is_valid_label_value(v)));
+        out.extend(invalid_each(
+            &p(&tp, "value"),
+            v,
+            super::meta::is_valid_label_value(v),
+        ));
         out.extend(validate_enum(t, "effect", &tp, TAINT_EFFECTS));
         let effect = s(t, "effect").unwrap_or_default();
         if seen.contains(&(k, effect)) {
@@ -298,7 +311,10 @@ pub fn validate_node_update(o: &Value, old: &Value) -> Vec<FieldError> {
 /// `ValidateEventCreate` for core/v1 events (the storage version of both event APIs).
 pub fn validate_event(o: &Value) -> Vec<FieldError> {
     let mut out = Vec::new();
-    let ns = o.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+    let ns = o
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let empty = json!({});
     let involved = o.get("involvedObject").unwrap_or(&empty);
     let ins = s(involved, "namespace").unwrap_or_default();
@@ -316,7 +332,11 @@ pub fn validate_event(o: &Value) -> Vec<FieldError> {
     }
     if let Some(c) = int(o, "count") {
         if c < 0 {
-            out.push(FieldError::invalid("count", &Value::from(c), super::meta::NEGATIVE));
+            out.push(FieldError::invalid(
+                "count",
+                &Value::from(c),
+                super::meta::NEGATIVE,
+            ));
         }
     }
     out
@@ -326,7 +346,12 @@ pub fn validate_event(o: &Value) -> Vec<FieldError> {
 // PersistentVolumeClaims and PersistentVolumes
 // ---------------------------------------------------------------------------------------------
 
-const ACCESS_MODES: &[&str] = &["ReadOnlyMany", "ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"];
+const ACCESS_MODES: &[&str] = &[
+    "ReadOnlyMany",
+    "ReadWriteMany",
+    "ReadWriteOnce",
+    "ReadWriteOncePod",
+];
 
 /// `SetDefaults_PersistentVolumeClaimSpec` and the claim's initial phase.
 pub fn default_pvc(o: &mut Value) {
@@ -343,7 +368,10 @@ fn validate_access_modes(spec: &Value, path: &str) -> Vec<FieldError> {
     let modes = arr(spec, "accessModes");
     let mp = p(path, "accessModes");
     if modes.is_empty() {
-        out.push(FieldError::required_msg(&mp, "at least 1 access mode is required"));
+        out.push(FieldError::required_msg(
+            &mp,
+            "at least 1 access mode is required",
+        ));
     }
     for m in modes {
         let mode = m.as_str().unwrap_or_default();
@@ -378,7 +406,12 @@ pub fn validate_pvc(o: &Value) -> Vec<FieldError> {
             Some(_) => {}
         },
     }
-    out.extend(validate_optional_enum(spec, "volumeMode", "spec", &["Block", "Filesystem"]));
+    out.extend(validate_optional_enum(
+        spec,
+        "volumeMode",
+        "spec",
+        &["Block", "Filesystem"],
+    ));
     if let Some(sel) = spec.get("selector").filter(|v| !v.is_null()) {
         out.extend(super::meta::validate_label_selector(sel, "spec.selector"));
     }
@@ -446,9 +479,15 @@ pub fn validate_pv(o: &Value) -> Vec<FieldError> {
         .filter(|k| spec.get(**k).is_some_and(|v| !v.is_null()))
         .count();
     if sources == 0 {
-        out.push(FieldError::required_msg("spec", "must specify a volume type"));
+        out.push(FieldError::required_msg(
+            "spec",
+            "must specify a volume type",
+        ));
     } else if sources > 1 {
-        out.push(FieldError::forbidden("spec", "may not specify more than 1 volume type"));
+        out.push(FieldError::forbidden(
+            "spec",
+            "may not specify more than 1 volume type",
+        ));
     }
     out.extend(validate_optional_enum(
         spec,
@@ -456,7 +495,12 @@ pub fn validate_pv(o: &Value) -> Vec<FieldError> {
         "spec",
         &["Delete", "Recycle", "Retain"],
     ));
-    out.extend(validate_optional_enum(spec, "volumeMode", "spec", &["Block", "Filesystem"]));
+    out.extend(validate_optional_enum(
+        spec,
+        "volumeMode",
+        "spec",
+        &["Block", "Filesystem"],
+    ));
     if let Some(path) = spec.pointer("/hostPath/path").and_then(Value::as_str) {
         if path.is_empty() {
             out.push(FieldError::required("spec.hostPath.path"));
@@ -472,7 +516,10 @@ pub fn validate_pv(o: &Value) -> Vec<FieldError> {
 /// `ValidateServiceAccount`: secret references need names.
 pub fn validate_service_account(o: &Value) -> Vec<FieldError> {
     let mut out = Vec::new();
-    for (list, path) in [("secrets", "secrets"), ("imagePullSecrets", "imagePullSecrets")] {
+    for (list, path) in [
+        ("secrets", "secrets"),
+        ("imagePullSecrets", "imagePullSecrets"),
+    ] {
         for (i, r) in arr(o, list).iter().enumerate() {
             if s(r, "name").unwrap_or_default().is_empty() && list == "imagePullSecrets" {
                 out.push(FieldError::required(p(&ix(path, i), "name")));
@@ -505,7 +552,11 @@ pub fn validate_endpoints(o: &Value) -> Vec<FieldError> {
                 let ap = ix(&p(&sp, list), j);
                 let ip = s(a, "ip").unwrap_or_default();
                 if ip.parse::<IpAddr>().is_err() {
-                    out.push(FieldError::invalid(p(&ap, "ip"), &sv(ip), "must be a valid IP address"));
+                    out.push(FieldError::invalid(
+                        p(&ap, "ip"),
+                        &sv(ip),
+                        "must be a valid IP address",
+                    ));
                 }
                 if let Some(h) = s(a, "hostname").filter(|h| !h.is_empty()) {
                     out.extend(invalid_each(&p(&ap, "hostname"), h, is_dns1123_label(h)));
@@ -520,8 +571,16 @@ pub fn validate_endpoints(o: &Value) -> Vec<FieldError> {
                 "" => {}
                 name => out.extend(invalid_each(&p(&pp, "name"), name, is_dns1123_label(name))),
             }
-            out.extend(port_number(port.get("port").unwrap_or(&Value::Null), &p(&pp, "port")));
-            out.extend(validate_enum(port, "protocol", &pp, &["SCTP", "TCP", "UDP"]));
+            out.extend(port_number(
+                port.get("port").unwrap_or(&Value::Null),
+                &p(&pp, "port"),
+            ));
+            out.extend(validate_enum(
+                port,
+                "protocol",
+                &pp,
+                &["SCTP", "TCP", "UDP"],
+            ));
         }
     }
     out
@@ -557,12 +616,24 @@ mod tests {
     fn secrets() {
         let mut sec = json!({"stringData": {"user": "admin"}, "data": {"x": "eA=="}});
         default_secret(&mut sec);
-        assert_eq!(sec, json!({"type": "Opaque", "data": {"x": "eA==", "user": "YWRtaW4="}}));
+        assert_eq!(
+            sec,
+            json!({"type": "Opaque", "data": {"x": "eA==", "user": "YWRtaW4="}})
+        );
         let mut kept = json!({"type": "kubernetes.io/tls", "data": {}});
         default_secret(&mut kept);
         assert_eq!(kept["type"], "kubernetes.io/tls");
-        let errs: Vec<String> = validate_secret(&kept).iter().map(FieldError::display).collect();
-        assert_eq!(errs, vec!["data[tls.key]: Required value", "data[tls.crt]: Required value"]);
+        let errs: Vec<String> = validate_secret(&kept)
+            .iter()
+            .map(FieldError::display)
+            .collect();
+        assert_eq!(
+            errs,
+            vec![
+                "data[tls.key]: Required value",
+                "data[tls.crt]: Required value"
+            ]
+        );
         assert!(validate_secret(&sec).is_empty());
 
         let mut changed = sec.clone();
@@ -577,7 +648,10 @@ mod tests {
     fn namespaces() {
         let mut ns = json!({"metadata": {"name": "team-a"}});
         default_namespace(&mut ns);
-        assert_eq!(ns["metadata"]["labels"]["kubernetes.io/metadata.name"], "team-a");
+        assert_eq!(
+            ns["metadata"]["labels"]["kubernetes.io/metadata.name"],
+            "team-a"
+        );
         assert_eq!(ns["spec"]["finalizers"], json!(["kubernetes"]));
         assert_eq!(ns["status"]["phase"], "Active");
         assert!(validate_namespace(&ns).is_empty());
@@ -620,11 +694,17 @@ mod tests {
         default_pvc(&mut pvc);
         assert_eq!(pvc["spec"]["volumeMode"], "Filesystem");
         assert!(validate_pvc(&pvc).is_empty());
-        let errs: Vec<String> = validate_pvc(&json!({"spec": {}})).iter().map(FieldError::display).collect();
-        assert_eq!(errs, vec![
-            "spec.accessModes: Required value: at least 1 access mode is required",
-            "spec.resources[storage]: Required value",
-        ]);
+        let errs: Vec<String> = validate_pvc(&json!({"spec": {}}))
+            .iter()
+            .map(FieldError::display)
+            .collect();
+        assert_eq!(
+            errs,
+            vec![
+                "spec.accessModes: Required value: at least 1 access mode is required",
+                "spec.resources[storage]: Required value",
+            ]
+        );
         let bad = json!({"spec": {"accessModes": ["ReadWriteSometimes"], "resources": {"requests": {"storage": "1Gi"}}}});
         assert_eq!(validate_pvc(&bad)[0].reason, "FieldValueNotSupported");
 
@@ -643,14 +723,22 @@ mod tests {
         default_pv(&mut pv);
         assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Retain");
         assert!(validate_pv(&pv).is_empty());
-        let bad = json!({"spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"]}});
-        assert_eq!(validate_pv(&bad)[0].display(), "spec: Required value: must specify a volume type");
+        let bad =
+            json!({"spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"]}});
+        assert_eq!(
+            validate_pv(&bad)[0].display(),
+            "spec: Required value: must specify a volume type"
+        );
 
-        let mut ep = json!({"subsets": [{"addresses": [{"ip": "10.0.0.1"}], "ports": [{"port": 80}]}]});
+        let mut ep =
+            json!({"subsets": [{"addresses": [{"ip": "10.0.0.1"}], "ports": [{"port": 80}]}]});
         default_endpoints(&mut ep);
         assert_eq!(ep["subsets"][0]["ports"][0]["protocol"], "TCP");
         assert!(validate_endpoints(&ep).is_empty());
         let bad = json!({"subsets": [{"addresses": [{"ip": "nope"}], "ports": [{"port": 80, "protocol": "TCP"}]}]});
-        assert_eq!(validate_endpoints(&bad)[0].field, "subsets[0].addresses[0].ip");
+        assert_eq!(
+            validate_endpoints(&bad)[0].field,
+            "subsets[0].addresses[0].ip"
+        );
     }
 }

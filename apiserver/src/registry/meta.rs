@@ -450,8 +450,10 @@ pub fn selector_is_empty(sel: &Value) -> bool {
 /// Whether `labels` satisfy the `LabelSelector`.
 pub fn selector_matches(sel: &Value, labels: Option<&Map<String, Value>>) -> bool {
     let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
-    let labels_ok = obj(sel, "matchLabels")
-        .is_none_or(|m| m.iter().all(|(k, v)| get(k).is_some() && get(k) == v.as_str()));
+    let labels_ok = obj(sel, "matchLabels").is_none_or(|m| {
+        m.iter()
+            .all(|(k, v)| get(k).is_some() && get(k) == v.as_str())
+    });
     let exprs_ok = arr(sel, "matchExpressions").iter().all(|e| {
         let k = s(e, "key").unwrap_or_default();
         let in_values = |val: &str| arr(e, "values").iter().any(|x| x.as_str() == Some(val));
@@ -516,11 +518,7 @@ pub fn validate_object_meta(def: &ResourceDef, o: &Value) -> Vec<FieldError> {
         if ns.is_empty() {
             out.push(FieldError::required("metadata.namespace"));
         } else {
-            out.extend(invalid_each(
-                "metadata.namespace",
-                ns,
-                is_dns1123_label(ns),
-            ));
+            out.extend(invalid_each("metadata.namespace", ns, is_dns1123_label(ns)));
         }
     } else if !ns.is_empty() {
         out.push(FieldError::forbidden(
@@ -644,7 +642,10 @@ mod tests {
         for ok in ["app", "example.com/App_1", "a.b-c"] {
             assert!(is_qualified_name(ok).is_empty(), "{ok}");
         }
-        assert_eq!(is_qualified_name("/x"), vec!["prefix part must be non-empty"]);
+        assert_eq!(
+            is_qualified_name("/x"),
+            vec!["prefix part must be non-empty"]
+        );
         assert_eq!(is_qualified_name("a/b/c").len(), 1);
         assert!(is_qualified_name("-x")[0].starts_with("name part must consist"));
         assert!(is_valid_label_value("").is_empty());
@@ -710,7 +711,8 @@ mod tests {
         let errs = validate_object_meta(ns, &json!({"metadata": {"name": "a", "namespace": "x"}}));
         assert_eq!(errs[0].reason, "FieldValueForbidden");
         let svc = find("", "v1", "services").unwrap();
-        let errs = validate_object_meta(svc, &json!({"metadata": {"name": "1a", "namespace": "d"}}));
+        let errs =
+            validate_object_meta(svc, &json!({"metadata": {"name": "1a", "namespace": "d"}}));
         assert!(errs[0].message.contains("DNS-1035"));
     }
 
@@ -722,6 +724,9 @@ mod tests {
         assert!(validate_object_meta_update(&new, &old).is_empty());
         let new = json!({"metadata": {"name": "a", "namespace": "d", "uid": "u2"}});
         let errs = validate_object_meta_update(&new, &old);
-        assert_eq!(errs[0].display(), "metadata.uid: Invalid value: \"u2\": field is immutable");
+        assert_eq!(
+            errs[0].display(),
+            "metadata.uid: Invalid value: \"u2\": field is immutable"
+        );
     }
 }

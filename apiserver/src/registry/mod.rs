@@ -122,7 +122,11 @@ mod tests {
     #[test]
     fn every_storage_kind_accepts_a_minimal_valid_object() {
         let minimal = [
-            ("", "pods", json!({"spec": {"containers": [{"name": "c", "image": "nginx"}]}})),
+            (
+                "",
+                "pods",
+                json!({"spec": {"containers": [{"name": "c", "image": "nginx"}]}}),
+            ),
             ("", "namespaces", json!({})),
             ("", "nodes", json!({})),
             ("", "services", json!({"spec": {"ports": [{"port": 80}]}})),
@@ -130,18 +134,66 @@ mod tests {
             ("", "configmaps", json!({"data": {"a": "b"}})),
             ("", "secrets", json!({"stringData": {"a": "b"}})),
             ("", "serviceaccounts", json!({})),
-            ("", "events", json!({"involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"}, "reason": "R"})),
-            ("", "persistentvolumeclaims", json!({"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})),
-            ("", "persistentvolumes", json!({"spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "hostPath": {"path": "/data"}}})),
-            ("apps", "deployments", json!({"spec": {"selector": {"matchLabels": {"app": "a"}}, "template": {"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}})),
-            ("apps", "replicasets", json!({"spec": {"selector": {"matchLabels": {"app": "a"}}, "template": {"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}})),
-            ("apps", "daemonsets", json!({"spec": {"selector": {"matchLabels": {"app": "a"}}, "template": {"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}})),
-            ("batch", "jobs", json!({"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}})),
-            ("batch", "cronjobs", json!({"spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "OnFailure", "containers": [{"name": "c", "image": "busybox"}]}}}}}})),
-            ("autoscaling", "horizontalpodautoscalers", json!({"spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}, "maxReplicas": 3}})),
-            ("coordination.k8s.io", "leases", json!({"spec": {"holderIdentity": "me", "leaseDurationSeconds": 15}})),
-            ("discovery.k8s.io", "endpointslices", json!({"addressType": "IPv4", "endpoints": [{"addresses": ["10.0.0.1"]}], "ports": [{"port": 80}]})),
-            ("storage.k8s.io", "storageclasses", json!({"provisioner": "example.com/disk"})),
+            (
+                "",
+                "events",
+                json!({"involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"}, "reason": "R"}),
+            ),
+            (
+                "",
+                "persistentvolumeclaims",
+                json!({"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}),
+            ),
+            (
+                "",
+                "persistentvolumes",
+                json!({"spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "hostPath": {"path": "/data"}}}),
+            ),
+            (
+                "apps",
+                "deployments",
+                json!({"spec": {"selector": {"matchLabels": {"app": "a"}}, "template": {"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}),
+            ),
+            (
+                "apps",
+                "replicasets",
+                json!({"spec": {"selector": {"matchLabels": {"app": "a"}}, "template": {"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}),
+            ),
+            (
+                "apps",
+                "daemonsets",
+                json!({"spec": {"selector": {"matchLabels": {"app": "a"}}, "template": {"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}),
+            ),
+            (
+                "batch",
+                "jobs",
+                json!({"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}),
+            ),
+            (
+                "batch",
+                "cronjobs",
+                json!({"spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "OnFailure", "containers": [{"name": "c", "image": "busybox"}]}}}}}}),
+            ),
+            (
+                "autoscaling",
+                "horizontalpodautoscalers",
+                json!({"spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}, "maxReplicas": 3}}),
+            ),
+            (
+                "coordination.k8s.io",
+                "leases",
+                json!({"spec": {"holderIdentity": "me", "leaseDurationSeconds": 15}}),
+            ),
+            (
+                "discovery.k8s.io",
+                "endpointslices",
+                json!({"addressType": "IPv4", "endpoints": [{"addresses": ["10.0.0.1"]}], "ports": [{"port": 80}]}),
+            ),
+            (
+                "storage.k8s.io",
+                "storageclasses",
+                json!({"provisioner": "example.com/disk"}),
+            ),
         ];
         for (group, plural, mut o) in minimal {
             let d = RESOURCES
@@ -166,9 +218,13 @@ mod tests {
     #[test]
     fn create_reports_meta_and_spec_errors_together() {
         let d = def("", "v1", "pods");
-        let mut o = json!({"metadata": {"name": "Bad_Name", "namespace": "d"}, "spec": {"containers": []}});
+        let mut o =
+            json!({"metadata": {"name": "Bad_Name", "namespace": "d"}, "spec": {"containers": []}});
         apply_defaults(d, &mut o);
-        let errs: Vec<String> = validate_create(d, &o).iter().map(|e| e.field.clone()).collect();
+        let errs: Vec<String> = validate_create(d, &o)
+            .iter()
+            .map(|e| e.field.clone())
+            .collect();
         assert_eq!(errs, vec!["metadata.name", "spec.containers"]);
     }
 
@@ -179,6 +235,9 @@ mod tests {
         let new = json!({"metadata": {"name": "b", "namespace": "d", "uid": "1"}});
         let errs = validate_update(d, &new, &old);
         assert_eq!(errs.len(), 1);
-        assert_eq!(errs[0].display(), "metadata.name: Invalid value: \"b\": field is immutable");
+        assert_eq!(
+            errs[0].display(),
+            "metadata.name: Invalid value: \"b\": field is immutable"
+        );
     }
 }

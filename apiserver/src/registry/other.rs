@@ -94,7 +94,10 @@ pub fn validate_endpoint_slice(o: &Value) -> Vec<FieldError> {
         let ap = p(&ep, "addresses");
         let addresses = arr(e, "addresses");
         if addresses.is_empty() {
-            out.push(FieldError::required_msg(&ap, "must contain at least 1 address"));
+            out.push(FieldError::required_msg(
+                &ap,
+                "must contain at least 1 address",
+            ));
         } else if addresses.len() > 100 {
             out.push(FieldError {
                 reason: "FieldValueTooMany",
@@ -104,10 +107,18 @@ pub fn validate_endpoint_slice(o: &Value) -> Vec<FieldError> {
         }
         for (j, a) in addresses.iter().enumerate() {
             let addr = a.as_str().unwrap_or_default();
-            out.extend(invalid_each(&ix(&ap, j), addr, address_errors(address_type, addr)));
+            out.extend(invalid_each(
+                &ix(&ap, j),
+                addr,
+                address_errors(address_type, addr),
+            ));
         }
         if let Some(n) = s(e, "nodeName").filter(|n| !n.is_empty()) {
-            out.extend(invalid_each(&p(&ep, "nodeName"), n, is_dns1123_subdomain(n)));
+            out.extend(invalid_each(
+                &p(&ep, "nodeName"),
+                n,
+                is_dns1123_subdomain(n),
+            ));
         }
         if let Some(h) = s(e, "hostname").filter(|h| !h.is_empty()) {
             out.extend(invalid_each(&p(&ep, "hostname"), h, is_dns1123_label(h)));
@@ -125,7 +136,12 @@ pub fn validate_endpoint_slice(o: &Value) -> Vec<FieldError> {
         } else {
             names.push(name);
         }
-        out.extend(validate_enum(port, "protocol", &pp, &["SCTP", "TCP", "UDP"]));
+        out.extend(validate_enum(
+            port,
+            "protocol",
+            &pp,
+            &["SCTP", "TCP", "UDP"],
+        ));
         if let Some(n) = port.get("port").filter(|v| !v.is_null()) {
             out.extend(port_number(n, &p(&pp, "port")));
         }
@@ -245,7 +261,13 @@ pub fn validate_hpa(o: &Value) -> Vec<FieldError> {
     out
 }
 
-const METRIC_TYPES: &[&str] = &["ContainerResource", "External", "Object", "Pods", "Resource"];
+const METRIC_TYPES: &[&str] = &[
+    "ContainerResource",
+    "External",
+    "Object",
+    "Pods",
+    "Resource",
+];
 
 fn validate_metric(m: &Value, path: &str) -> Vec<FieldError> {
     let mut out = Vec::new();
@@ -263,14 +285,24 @@ fn validate_metric(m: &Value, path: &str) -> Vec<FieldError> {
         "External" => "external",
         "ContainerResource" => "containerResource",
         _ => {
-            out.push(FieldError::not_supported(p(path, "type"), &sv(t), METRIC_TYPES));
+            out.push(FieldError::not_supported(
+                p(path, "type"),
+                &sv(t),
+                METRIC_TYPES,
+            ));
             ""
         }
     };
-    let present: Vec<&str> = ["object", "external", "pods", "resource", "containerResource"]
-        .into_iter()
-        .filter(|k| m.get(*k).is_some_and(|v| !v.is_null()))
-        .collect();
+    let present: Vec<&str> = [
+        "object",
+        "external",
+        "pods",
+        "resource",
+        "containerResource",
+    ]
+    .into_iter()
+    .filter(|k| m.get(*k).is_some_and(|v| !v.is_null()))
+    .collect();
     if let Some(first) = present.first() {
         let src = &m[*first];
         let sp = p(path, first);
@@ -306,7 +338,11 @@ fn validate_metric_source(kind: &str, src: &Value, path: &str) -> Vec<FieldError
     }
     if matches!(kind, "object" | "external" | "pods") {
         let mp = p(&p(path, "metric"), "name");
-        match src.pointer("/metric/name").and_then(Value::as_str).unwrap_or_default() {
+        match src
+            .pointer("/metric/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+        {
             "" => out.push(FieldError::required_msg(mp, "must specify a metric name")),
             n => out.extend(invalid_each(&mp, n, path_segment_errors(n))),
         }
@@ -321,7 +357,10 @@ fn validate_metric_source(kind: &str, src: &Value, path: &str) -> Vec<FieldError
     }
     if kind == "containerResource" {
         match s(src, "container").unwrap_or_default() {
-            "" => out.push(FieldError::required_msg(p(path, "container"), "must specify a container")),
+            "" => out.push(FieldError::required_msg(
+                p(path, "container"),
+                "must specify a container",
+            )),
             c => out.extend(invalid_each(&p(path, "container"), c, is_dns1123_label(c))),
         }
     }
@@ -350,12 +389,10 @@ fn validate_metric_source(kind: &str, src: &Value, path: &str) -> Vec<FieldError
             p(&tp, "averageValue"),
             "must set either a target value or averageValue",
         )),
-        "external" if !has("value") && !has("averageValue") => {
-            out.push(FieldError::required_msg(
-                p(&tp, "averageValue"),
-                "must set either a target value for metric or a per-pod target",
-            ))
-        }
+        "external" if !has("value") && !has("averageValue") => out.push(FieldError::required_msg(
+            p(&tp, "averageValue"),
+            "must set either a target value for metric or a per-pod target",
+        )),
         _ => {}
     }
     out
@@ -428,13 +465,20 @@ fn validate_scaling_rules(r: &Value, path: &str) -> Vec<FieldError> {
     let pp = p(path, "policies");
     let policies = arr(r, "policies");
     if policies.is_empty() {
-        out.push(FieldError::required_msg(&pp, "must specify at least one Policy"));
+        out.push(FieldError::required_msg(
+            &pp,
+            "must specify at least one Policy",
+        ));
     }
     for (i, pol) in policies.iter().enumerate() {
         let ip = ix(&pp, i);
         let ty = s(pol, "type").unwrap_or_default();
         if ty != "Pods" && ty != "Percent" {
-            out.push(FieldError::not_supported(p(&ip, "type"), &sv(ty), &["Percent", "Pods"]));
+            out.push(FieldError::not_supported(
+                p(&ip, "type"),
+                &sv(ty),
+                &["Percent", "Pods"],
+            ));
         }
         let value = int(pol, "value").unwrap_or(0);
         if value <= 0 {
@@ -485,7 +529,11 @@ pub fn validate_storage_class(o: &Value) -> Vec<FieldError> {
     }
     if let Some(rp) = s(o, "reclaimPolicy").filter(|r| !r.is_empty()) {
         if rp != "Delete" && rp != "Retain" {
-            out.push(FieldError::not_supported("reclaimPolicy", &sv(rp), &["Delete", "Retain"]));
+            out.push(FieldError::not_supported(
+                "reclaimPolicy",
+                &sv(rp),
+                &["Delete", "Retain"],
+            ));
         }
     }
     match s(o, "volumeBindingMode") {
@@ -510,13 +558,22 @@ pub fn validate_storage_class_update(o: &Value, old: &Value) -> Vec<FieldError> 
             .unwrap_or_default()
     };
     if params(o) != params(old) {
-        out.push(FieldError::forbidden("parameters", "updates to parameters are forbidden."));
+        out.push(FieldError::forbidden(
+            "parameters",
+            "updates to parameters are forbidden.",
+        ));
     }
     if s(o, "provisioner") != s(old, "provisioner") {
-        out.push(FieldError::forbidden("provisioner", "updates to provisioner are forbidden."));
+        out.push(FieldError::forbidden(
+            "provisioner",
+            "updates to provisioner are forbidden.",
+        ));
     }
     if s(o, "reclaimPolicy") != s(old, "reclaimPolicy") {
-        out.push(FieldError::forbidden("reclaimPolicy", "updates to reclaimPolicy are forbidden."));
+        out.push(FieldError::forbidden(
+            "reclaimPolicy",
+            "updates to reclaimPolicy are forbidden.",
+        ));
     }
     out.extend(immutable(
         o.get("volumeBindingMode"),
@@ -532,22 +589,32 @@ mod tests {
 
     #[test]
     fn leases() {
-        assert!(validate_lease(&json!({"spec": {"leaseDurationSeconds": 15, "leaseTransitions": 0}})).is_empty());
-        let errs: Vec<String> = validate_lease(&json!({"spec": {"leaseDurationSeconds": 0, "leaseTransitions": -1}}))
-            .iter()
-            .map(FieldError::display)
-            .collect();
-        assert_eq!(errs, vec![
-            "spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0",
-            "spec.leaseTransitions: Invalid value: -1: must be greater than or equal to 0",
-        ]);
+        assert!(validate_lease(
+            &json!({"spec": {"leaseDurationSeconds": 15, "leaseTransitions": 0}})
+        )
+        .is_empty());
+        let errs: Vec<String> =
+            validate_lease(&json!({"spec": {"leaseDurationSeconds": 0, "leaseTransitions": -1}}))
+                .iter()
+                .map(FieldError::display)
+                .collect();
+        assert_eq!(
+            errs,
+            vec![
+                "spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0",
+                "spec.leaseTransitions: Invalid value: -1: must be greater than or equal to 0",
+            ]
+        );
     }
 
     #[test]
     fn endpoint_slices() {
         let mut es = json!({"addressType": "IPv4", "endpoints": [{"addresses": ["10.0.0.1"]}], "ports": [{"port": 80}]});
         default_endpoint_slice(&mut es);
-        assert_eq!(es["ports"][0], json!({"port": 80, "name": "", "protocol": "TCP"}));
+        assert_eq!(
+            es["ports"][0],
+            json!({"port": 80, "name": "", "protocol": "TCP"})
+        );
         assert!(validate_endpoint_slice(&es).is_empty());
         let cases = [
             (json!({"addressType": "IPv5"}), "addressType: Unsupported value: \"IPv5\": supported values: \"FQDN\", \"IPv4\", \"IPv6\""),
@@ -556,7 +623,10 @@ mod tests {
             (json!({"addressType": "IPv4", "ports": [{"name": "", "protocol": "TCP", "port": 0}]}), "ports[0].port: Invalid value: 0: must be between 1 and 65535, inclusive"),
         ];
         for (o, want) in cases {
-            let errs: Vec<String> = validate_endpoint_slice(&o).iter().map(FieldError::display).collect();
+            let errs: Vec<String> = validate_endpoint_slice(&o)
+                .iter()
+                .map(FieldError::display)
+                .collect();
             assert_eq!(errs, vec![want.to_string()]);
         }
         let mut changed = es.clone();
@@ -580,10 +650,15 @@ mod tests {
     fn hpa_defaults() {
         let o = hpa(json!({}));
         assert_eq!(o["spec"]["minReplicas"], 1);
-        assert_eq!(o["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 80);
+        assert_eq!(
+            o["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+            80
+        );
         assert!(o["spec"].get("behavior").is_none());
         assert!(validate_hpa(&o).is_empty());
-        let o = hpa(json!({"minReplicas": 2, "behavior": {"scaleDown": {"stabilizationWindowSeconds": 60}}}));
+        let o = hpa(
+            json!({"minReplicas": 2, "behavior": {"scaleDown": {"stabilizationWindowSeconds": 60}}}),
+        );
         assert_eq!(o["spec"]["minReplicas"], 2);
         let b = &o["spec"]["behavior"];
         assert_eq!(b["scaleDown"]["stabilizationWindowSeconds"], 60);
@@ -608,7 +683,10 @@ mod tests {
                 "spec.behavior.scaleUp.policies[0].value: Invalid value: 0: must be greater than zero"),
         ];
         for (spec, want) in cases {
-            let errs: Vec<String> = validate_hpa(&hpa(spec.clone())).iter().map(FieldError::display).collect();
+            let errs: Vec<String> = validate_hpa(&hpa(spec.clone()))
+                .iter()
+                .map(FieldError::display)
+                .collect();
             assert_eq!(errs, vec![want.to_string()], "{spec}");
         }
     }

@@ -154,7 +154,11 @@ fn default_volume(v: &mut Value) {
 
 /// `SetDefaults_Pod`: a limit without a request makes the request equal to the limit.
 fn requests_from_limits(c: &mut Value) {
-    let Some(limits) = c.pointer("/resources/limits").and_then(Value::as_object).cloned() else {
+    let Some(limits) = c
+        .pointer("/resources/limits")
+        .and_then(Value::as_object)
+        .cloned()
+    else {
         return;
     };
     if limits.is_empty() {
@@ -174,7 +178,10 @@ fn requests_from_limits(c: &mut Value) {
 /// The DefaultTolerationSeconds admission plugin: tolerate not-ready/unreachable for 300s.
 fn default_toleration_seconds(spec: &mut Value) {
     let mut add = Vec::new();
-    for taint in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+    for taint in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
         let tolerated = arr(spec, "tolerations").iter().any(|t| {
             let k = s(t, "key").unwrap_or_default();
             let op = s(t, "operator").unwrap_or("Equal");
@@ -183,8 +190,10 @@ fn default_toleration_seconds(spec: &mut Value) {
             key_ok && (effect.is_empty() || effect == "NoExecute")
         });
         if !tolerated {
-            add.push(json!({"key": taint, "operator": "Exists", "effect": "NoExecute",
-                "tolerationSeconds": 300}));
+            add.push(
+                json!({"key": taint, "operator": "Exists", "effect": "NoExecute",
+                "tolerationSeconds": 300}),
+            );
         }
     }
     if add.is_empty() {
@@ -305,7 +314,10 @@ pub fn validate_pod_spec(spec: &Value, path: &str) -> Vec<FieldError> {
         &p(path, "nodeSelector"),
     ));
     for (k, f) in [
-        ("serviceAccountName", is_dns1123_subdomain as fn(&str) -> Vec<String>),
+        (
+            "serviceAccountName",
+            is_dns1123_subdomain as fn(&str) -> Vec<String>,
+        ),
         ("nodeName", is_dns1123_subdomain),
         ("hostname", is_dns1123_label),
         ("subdomain", is_dns1123_label),
@@ -324,7 +336,10 @@ pub fn validate_pod_spec(spec: &Value, path: &str) -> Vec<FieldError> {
         }
     }
     out.extend(nonnegative(spec, "terminationGracePeriodSeconds", path));
-    out.extend(validate_tolerations(arr(spec, "tolerations"), &p(path, "tolerations")));
+    out.extend(validate_tolerations(
+        arr(spec, "tolerations"),
+        &p(path, "tolerations"),
+    ));
     out
 }
 
@@ -463,7 +478,10 @@ fn validate_volume_source(vol: &Value, path: &str) -> Vec<FieldError> {
                     .iter()
                     .enumerate()
                 {
-                    out.extend(validate_key_to_path(item, &ix(&p(&p(&sp, kind), "items"), k)));
+                    out.extend(validate_key_to_path(
+                        item,
+                        &ix(&p(&p(&sp, kind), "items"), k),
+                    ));
                 }
             }
         }
@@ -488,7 +506,8 @@ fn validate_volume_source(vol: &Value, path: &str) -> Vec<FieldError> {
 
 fn validate_mode(v: &Value, k: &str, path: &str) -> Option<FieldError> {
     let m = int(v, k)?;
-    (!(0..=0o777).contains(&m)).then(|| FieldError::invalid(p(path, k), &Value::from(m), FILE_MODE_MSG))
+    (!(0..=0o777).contains(&m))
+        .then(|| FieldError::invalid(p(path, k), &Value::from(m), FILE_MODE_MSG))
 }
 
 /// `validateKeyToPath`: ConfigMap/Secret `items[]`.
@@ -517,7 +536,11 @@ fn no_backsteps(target: &str, path: &str) -> Option<FieldError> {
 pub fn local_descending_path(target: &str, path: &str) -> Vec<FieldError> {
     let mut out = Vec::new();
     if target.starts_with('/') {
-        out.push(FieldError::invalid(path, &sv(target), "must be a relative path"));
+        out.push(FieldError::invalid(
+            path,
+            &sv(target),
+            "must be a relative path",
+        ));
     }
     out.extend(no_backsteps(target, path));
     out
@@ -527,7 +550,11 @@ pub fn local_descending_path(target: &str, path: &str) -> Vec<FieldError> {
 fn local_non_reserved_path(target: &str, path: &str) -> Vec<FieldError> {
     let mut out = local_descending_path(target, path);
     if target.starts_with("..") {
-        out.push(FieldError::invalid(path, &sv(target), "must not start with '..'"));
+        out.push(FieldError::invalid(
+            path,
+            &sv(target),
+            "must not start with '..'",
+        ));
     }
     out
 }
@@ -597,7 +624,13 @@ fn validate_container(
             }
         }
     }
-    if let Some(lc) = c.get("lifecycle") {
+    if let Some(lc) = c.get("lifecycle").filter(|v| !v.is_null()) {
+        if init && !sidecar {
+            out.push(FieldError::forbidden(
+                p(path, "lifecycle"),
+                "may not be set for init containers without restartPolicy=Always",
+            ));
+        }
         for hook in ["postStart", "preStop"] {
             if let Some(h) = lc.get(hook) {
                 out.extend(validate_handler(h, &p(&p(path, "lifecycle"), hook), true));
@@ -617,7 +650,12 @@ fn validate_container(
         &["File", "FallbackToLogsOnError"],
     ));
     if init {
-        out.extend(validate_optional_enum(c, "restartPolicy", path, &["Always"]));
+        out.extend(validate_optional_enum(
+            c,
+            "restartPolicy",
+            path,
+            &["Always"],
+        ));
     } else if c.get("restartPolicy").is_some_and(|v| !v.is_null()) {
         out.push(FieldError::forbidden(
             p(path, "restartPolicy"),
@@ -633,7 +671,11 @@ fn validate_container_ports(ports: &[Value], path: &str) -> Vec<FieldError> {
     for (i, port) in ports.iter().enumerate() {
         let pp = ix(path, i);
         if let Some(name) = s(port, "name").filter(|n| !n.is_empty()) {
-            out.extend(invalid_each(&p(&pp, "name"), name, is_valid_port_name(name)));
+            out.extend(invalid_each(
+                &p(&pp, "name"),
+                name,
+                is_valid_port_name(name),
+            ));
             if names.contains(&name) {
                 out.push(FieldError::duplicate(p(&pp, "name"), &sv(name)));
             } else {
@@ -647,10 +689,18 @@ fn validate_container_ports(ports: &[Value], path: &str) -> Vec<FieldError> {
             }
             Some(v) => out.extend(port_number(v, &p(&pp, "containerPort"))),
         }
-        if let Some(hp) = port.get("hostPort").filter(|v| v.as_i64() != Some(0) && !v.is_null()) {
+        if let Some(hp) = port
+            .get("hostPort")
+            .filter(|v| v.as_i64() != Some(0) && !v.is_null())
+        {
             out.extend(port_number(hp, &p(&pp, "hostPort")));
         }
-        out.extend(validate_enum(port, "protocol", &pp, &["SCTP", "TCP", "UDP"]));
+        out.extend(validate_enum(
+            port,
+            "protocol",
+            &pp,
+            &["SCTP", "TCP", "UDP"],
+        ));
     }
     out
 }
@@ -763,7 +813,10 @@ fn validate_env_value_from(e: &Value, from: &Value, path: &str) -> Vec<FieldErro
     }
     if let Some(r) = from.get("resourceFieldRef").filter(|v| !v.is_null()) {
         if s(r, "resource").unwrap_or_default().is_empty() {
-            out.push(FieldError::required(p(&p(path, "resourceFieldRef"), "resource")));
+            out.push(FieldError::required(p(
+                &p(path, "resourceFieldRef"),
+                "resource",
+            )));
         }
     }
     out
@@ -794,7 +847,8 @@ fn validate_volume_mounts(mounts: &[Value], path: &str, volumes: &[String]) -> V
         }
         let sub = s(m, "subPath").unwrap_or_default();
         if !sub.is_empty() {
-            out.extend(local_descending_path(sub, &p(&mp, "subPath")));
+            // Upstream reports subPath errors on the list path (no index).
+            out.extend(local_descending_path(sub, &p(path, "subPath")));
             if !s(m, "subPathExpr").unwrap_or_default().is_empty() {
                 out.push(FieldError::invalid(
                     p(&mp, "subPathExpr"),
@@ -816,11 +870,7 @@ fn validate_volume_mounts(mounts: &[Value], path: &str, volumes: &[String]) -> V
 /// A quantity that parses and is not negative (`ValidateResourceQuantityValue`).
 pub fn validate_quantity(q: &Value, path: &str) -> Option<FieldError> {
     match quantity::parse(q) {
-        None => Some(FieldError::invalid(
-            path,
-            q,
-            quantity::QUANTITY_FORMAT_MSG,
-        )),
+        None => Some(FieldError::invalid(path, q, quantity::QUANTITY_FORMAT_MSG)),
         Some(n) if n < 0.0 => Some(FieldError::invalid(path, &sv(&quantity::show(q)), NEGATIVE)),
         Some(_) => None,
     }
@@ -828,6 +878,12 @@ pub fn validate_quantity(q: &Value, path: &str) -> Option<FieldError> {
 
 fn is_standard_container_resource(name: &str) -> bool {
     matches!(name, "cpu" | "memory" | "ephemeral-storage") || name.starts_with("hugepages-")
+}
+
+/// `IsOvercommitAllowed`: native resources other than hugepages may request less than limits.
+fn overcommit_allowed(name: &str) -> bool {
+    let native = !name.contains('/') || name.contains("kubernetes.io/");
+    native && !name.starts_with("hugepages-")
 }
 
 /// `validateContainerResourceName`.
@@ -863,7 +919,13 @@ fn validate_resources(res: &Value, path: &str) -> Vec<FieldError> {
             continue;
         };
         if let (Some(r), Some(l)) = (quantity::parse(q), quantity::parse(limit)) {
-            if r > l {
+            if r != l && !overcommit_allowed(name) {
+                out.push(FieldError::invalid(
+                    &rp,
+                    &sv(&quantity::show(q)),
+                    &format!("must be equal to {name} limit"),
+                ));
+            } else if r > l {
                 out.push(FieldError::invalid(
                     &rp,
                     &sv(&quantity::show(q)),
@@ -913,7 +975,10 @@ fn validate_handler(h: &Value, path: &str, lifecycle: bool) -> Vec<FieldError> {
         .filter(|k| h.get(*k).is_some_and(|v| !v.is_null()))
         .collect();
     match set.as_slice() {
-        [] => out.push(FieldError::required_msg(path, "must specify a handler type")),
+        [] => out.push(FieldError::required_msg(
+            path,
+            "must specify a handler type",
+        )),
         [_] => {}
         [_, rest @ ..] => {
             for k in rest {
@@ -934,7 +999,10 @@ fn validate_handler(h: &Value, path: &str, lifecycle: bool) -> Vec<FieldError> {
         if s(g, "path").unwrap_or_default().is_empty() {
             out.push(FieldError::required(p(&gp, "path")));
         }
-        out.extend(port_num_or_name(g.get("port").unwrap_or(&sv("")), &p(&gp, "port")));
+        out.extend(port_num_or_name(
+            g.get("port").unwrap_or(&sv("")),
+            &p(&gp, "port"),
+        ));
         out.extend(validate_optional_enum(g, "scheme", &gp, &["HTTP", "HTTPS"]));
     }
     if let Some(t) = h.get("tcpSocket").filter(|v| !v.is_null()) {
@@ -977,7 +1045,11 @@ pub fn validate_tolerations(tolerations: &[Value], path: &str) -> Vec<FieldError
         }
         let value = s(t, "value").unwrap_or_default();
         match op {
-            "" | "Equal" => out.extend(invalid_each(&p(&tp, "value"), value, is_valid_label_value(value))),
+            "" | "Equal" => out.extend(invalid_each(
+                &p(&tp, "value"),
+                value,
+                is_valid_label_value(value),
+            )),
             "Exists" if !value.is_empty() => out.push(FieldError::invalid(
                 p(&tp, "operator"),
                 t,
@@ -1052,7 +1124,10 @@ pub fn validate_pod_update(pod: &Value, old: &Value) -> Vec<FieldError> {
 
 fn validate_active_deadline_update(spec: &Value, old_spec: &Value) -> Option<FieldError> {
     let path = "spec.activeDeadlineSeconds";
-    match (int(spec, "activeDeadlineSeconds"), int(old_spec, "activeDeadlineSeconds")) {
+    match (
+        int(spec, "activeDeadlineSeconds"),
+        int(old_spec, "activeDeadlineSeconds"),
+    ) {
         (Some(n), _) if !(0..=i64::from(i32::MAX)).contains(&n) => Some(FieldError::invalid(
             path,
             &Value::from(n),
@@ -1095,8 +1170,12 @@ fn validate_only_added_tolerations(spec: &Value, old_spec: &Value) -> Option<Fie
 
 /// Pod status updates: identity is checked by the caller; nodeName may not change.
 pub fn validate_pod_status_update(pod: &Value, old: &Value) -> Vec<FieldError> {
-    let new = pod.pointer("/spec/nodeName").filter(|v| v.as_str() != Some(""));
-    let prev = old.pointer("/spec/nodeName").filter(|v| v.as_str() != Some(""));
+    let new = pod
+        .pointer("/spec/nodeName")
+        .filter(|v| v.as_str() != Some(""));
+    let prev = old
+        .pointer("/spec/nodeName")
+        .filter(|v| v.as_str() != Some(""));
     immutable(new, prev, "spec.nodeName").into_iter().collect()
 }
 
@@ -1221,11 +1300,13 @@ mod tests {
             (json!({"volumes": [{"name": "v"}], "containers": [c(json!({"volumeMounts": [{"name": "v"}]}))]}),
                 "spec.containers[0].volumeMounts[0].mountPath", "Required value"),
             (json!({"volumes": [{"name": "v"}], "containers": [c(json!({"volumeMounts": [{"name": "v", "mountPath": "/x", "subPath": "a/../b"}]}))]}),
-                "spec.containers[0].volumeMounts[0].subPath", "Invalid value: \"a/../b\": must not contain '..'"),
+                "spec.containers[0].volumeMounts.subPath", "Invalid value: \"a/../b\": must not contain '..'"),
             (json!({"volumes": [{"name": "v"}], "containers": [c(json!({"volumeMounts": [{"name": "v", "mountPath": "/x", "subPath": "/abs"}]}))]}),
-                "spec.containers[0].volumeMounts[0].subPath", "Invalid value: \"/abs\": must be a relative path"),
+                "spec.containers[0].volumeMounts.subPath", "Invalid value: \"/abs\": must be a relative path"),
             (json!({"volumes": [{"name": "v", "configMap": {"name": "cm", "items": [{"key": "k", "path": "a/../x"}]}}], "containers": [c(json!({}))]}),
                 "spec.volumes[0].configMap.items[0].path", "Invalid value: \"a/../x\": must not contain '..'"),
+            (json!({"volumes": [{"name": "v", "secret": {"secretName": "s", "items": [{"key": "k", "path": "/etc/x"}]}}], "containers": [c(json!({}))]}),
+                "spec.volumes[0].secret.items[0].path", "Invalid value: \"/etc/x\": must be a relative path"),
             (json!({"volumes": [{"name": "v"}, {"name": "v"}], "containers": [c(json!({}))]}),
                 "spec.volumes[1].name", "Duplicate value: \"v\""),
             (json!({"volumes": [{"name": "v", "emptyDir": {}, "hostPath": {"path": "/x"}}], "containers": [c(json!({}))]}),
@@ -1238,8 +1319,10 @@ mod tests {
                 "spec.dnsPolicy", "Unsupported value: \"Bogus\": supported values: \"ClusterFirstWithHostNet\", \"ClusterFirst\", \"Default\", \"None\""),
             (json!({"containers": [c(json!({"resources": {"limits": {"cpu": "1"}, "requests": {"cpu": "2"}}}))]}),
                 "spec.containers[0].resources.requests", "Invalid value: \"2\": must be less than or equal to cpu limit of 1"),
-            (json!({"containers": [c(json!({"resources": {"limits": {"memory": "lots"}}}))]}),
-                "spec.containers[0].resources.limits[memory]", "Invalid value: \"lots\": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"),
+            (json!({"containers": [c(json!({"resources": {"requests": {"memory": "lots"}}}))]}),
+                "spec.containers[0].resources.requests[memory]", "Invalid value: \"lots\": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"),
+            (json!({"containers": [c(json!({"resources": {"limits": {"example.com/gpu": "2"}, "requests": {"example.com/gpu": "1"}}}))]}),
+                "spec.containers[0].resources.requests", "Invalid value: \"1\": must be equal to example.com/gpu limit"),
             (json!({"containers": [c(json!({"resources": {"requests": {"gpu": "1"}}}))]}),
                 "spec.containers[0].resources.requests[gpu]", "Invalid value: \"gpu\": must be a standard resource for containers"),
             (json!({"tolerations": [{"key": "k", "operator": "Maybe"}], "containers": [c(json!({}))]}),
@@ -1275,7 +1358,11 @@ mod tests {
         let mut tol = arr(&new["spec"], "tolerations").to_vec();
         tol.push(json!({"key": "k", "operator": "Exists"}));
         new["spec"]["tolerations"] = Value::Array(tol);
-        assert!(validate_pod_update(&new, &old).is_empty(), "{:?}", validate_pod_update(&new, &old));
+        assert!(
+            validate_pod_update(&new, &old).is_empty(),
+            "{:?}",
+            validate_pod_update(&new, &old)
+        );
 
         let mut new = old.clone();
         new["spec"]["containers"][0]["ports"] = json!([{"containerPort": 80, "protocol": "TCP"}]);
@@ -1308,7 +1395,10 @@ mod tests {
         default_pod_template(&mut t);
         assert!(t["spec"].get("enableServiceLinks").is_none());
         assert!(t["spec"].get("tolerations").is_none());
-        assert_eq!(t["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(
+            t["spec"]["containers"][0]["imagePullPolicy"],
+            "IfNotPresent"
+        );
         assert!(validate_pod_template(&t, "spec.template").is_empty());
     }
 }

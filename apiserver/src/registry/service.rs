@@ -6,16 +6,18 @@ use std::net::IpAddr;
 use serde_json::{json, Value};
 
 use super::meta::{
-    arr, child_mut, default_field, default_str, int, invalid_each, ix, is_dns1123_label,
-    is_dns1123_subdomain, p, port_num_or_name, s, sv, validate_labels,
+    arr, child_mut, default_field, default_str, int, invalid_each, is_dns1123_label,
+    is_dns1123_subdomain, ix, p, port_num_or_name, s, sv, validate_labels,
 };
-use super::pod::{port_number, validate_optional_enum};
+use super::pod::{port_number, validate_enum, validate_optional_enum};
 use crate::errors::FieldError;
 
 pub const NODE_PORT_RANGE: (i64, i64) = (30000, 32767);
 
 fn svc_type(spec: &Value) -> &str {
-    s(spec, "type").filter(|t| !t.is_empty()).unwrap_or("ClusterIP")
+    s(spec, "type")
+        .filter(|t| !t.is_empty())
+        .unwrap_or("ClusterIP")
 }
 
 fn is_headless(spec: &Value) -> bool {
@@ -33,8 +35,8 @@ pub fn default_service(o: &mut Value) {
     };
     default_str(spec, "sessionAffinity", "None");
     if s(spec, "sessionAffinity") == Some("ClientIP") {
-        if let Some(cfg) = child_mut(spec, "sessionAffinityConfig")
-            .and_then(|c| child_mut(c, "clientIP"))
+        if let Some(cfg) =
+            child_mut(spec, "sessionAffinityConfig").and_then(|c| child_mut(c, "clientIP"))
         {
             default_field(cfg, "timeoutSeconds", json!(10800));
         }
@@ -109,14 +111,31 @@ pub fn validate_service(o: &Value) -> Vec<FieldError> {
             "" => out.push(FieldError::required("spec.externalName")),
             name => {
                 let trimmed = name.strip_suffix('.').unwrap_or(name);
-                out.extend(invalid_each("spec.externalName", name, is_dns1123_subdomain(trimmed)));
+                out.extend(invalid_each(
+                    "spec.externalName",
+                    name,
+                    is_dns1123_subdomain(trimmed),
+                ));
             }
         }
     }
     out.extend(validate_ports(spec, ports));
     out.extend(validate_cluster_ips(spec));
     out.extend(validate_labels(spec.get("selector"), "spec.selector"));
-    out.extend(validate_optional_enum(spec, "sessionAffinity", "spec", &["ClientIP", "None"]));
+    out.extend(validate_enum(
+        spec,
+        "sessionAffinity",
+        "spec",
+        &["ClientIP", "None"],
+    ));
+    if s(spec, "sessionAffinity") == Some("None")
+        && spec.get("sessionAffinityConfig").is_some_and(|v| !v.is_null())
+    {
+        out.push(FieldError::forbidden(
+            "spec.sessionAffinityConfig",
+            "must not be set when session affinity is None",
+        ));
+    }
     if s(spec, "sessionAffinity") == Some("ClientIP") {
         if let Some(ts) = spec
             .pointer("/sessionAffinityConfig/clientIP/timeoutSeconds")
@@ -132,17 +151,30 @@ pub fn validate_service(o: &Value) -> Vec<FieldError> {
         }
     }
     if let Some(etp) = s(spec, "externalTrafficPolicy").filter(|x| !x.is_empty()) {
-        if t != "NodePort" && t != "LoadBalancer" {
+        let external = t == "NodePort"
+            || t == "LoadBalancer"
+            || (t == "ClusterIP" && !arr(spec, "externalIPs").is_empty());
+        if !external {
             out.push(FieldError::invalid(
                 "spec.externalTrafficPolicy",
                 &sv(etp),
-                "may only be set when `type` is 'NodePort' or 'LoadBalancer'",
+                "may only be set for externally-accessible services",
             ));
         } else {
-            out.extend(validate_optional_enum(spec, "externalTrafficPolicy", "spec", &["Cluster", "Local"]));
+            out.extend(validate_optional_enum(
+                spec,
+                "externalTrafficPolicy",
+                "spec",
+                &["Cluster", "Local"],
+            ));
         }
     }
-    out.extend(validate_optional_enum(spec, "internalTrafficPolicy", "spec", &["Cluster", "Local"]));
+    out.extend(validate_optional_enum(
+        spec,
+        "internalTrafficPolicy",
+        "spec",
+        &["Cluster", "Local"],
+    ));
     out.extend(validate_optional_enum(
         spec,
         "ipFamilyPolicy",
@@ -170,6 +202,7 @@ fn validate_ports(spec: &Value, ports: &[Value]) -> Vec<FieldError> {
     let require_name = ports.len() > 1;
     let mut names: Vec<&str> = Vec::new();
     let mut node_ports: Vec<(i64, &str)> = Vec::new();
+    let mut port_keys: Vec<(i64, &str)> = Vec::new();
     for (i, port) in ports.iter().enumerate() {
         let pp = ix("spec.ports", i);
         let name = s(port, "name").unwrap_or_default();
@@ -185,13 +218,29 @@ fn validate_ports(spec: &Value, ports: &[Value]) -> Vec<FieldError> {
                 names.push(name);
             }
         }
-        out.extend(port_number(port.get("port").unwrap_or(&Value::Null), &p(&pp, "port")));
+        out.extend(port_number(
+            port.get("port").unwrap_or(&Value::Null),
+            &p(&pp, "port"),
+        ));
         let proto = s(port, "protocol").unwrap_or_default();
         let protocols = ["SCTP", "TCP", "UDP"];
         if proto.is_empty() {
             out.push(FieldError::required(p(&pp, "protocol")));
         } else if !protocols.contains(&proto) {
-            out.push(FieldError::not_supported(p(&pp, "protocol"), &sv(proto), &protocols));
+            out.push(FieldError::not_supported(
+                p(&pp, "protocol"),
+                &sv(proto),
+                &protocols,
+            ));
+        }
+        let key = (int(port, "port").unwrap_or(0), proto);
+        if port_keys.contains(&key) {
+            out.push(FieldError::duplicate(
+                &pp,
+                &json!({"port": key.0, "protocol": proto}),
+            ));
+        } else {
+            port_keys.push(key);
         }
         if let Some(tp) = port.get("targetPort").filter(|v| !v.is_null()) {
             out.extend(port_num_or_name(tp, &p(&pp, "targetPort")));
@@ -237,6 +286,14 @@ fn validate_cluster_ips(spec: &Value) -> Vec<FieldError> {
         }
         return out;
     }
+    let first_ip = ips.first().and_then(Value::as_str).unwrap_or(cluster_ip);
+    if first_ip == "None" && (t == "NodePort" || t == "LoadBalancer") {
+        out.push(FieldError::invalid(
+            "spec.clusterIPs[0]",
+            &sv(first_ip),
+            &format!("may not be set to 'None' for {t} services"),
+        ));
+    }
     if let Some(first) = ips.first().and_then(Value::as_str) {
         if !cluster_ip.is_empty() && first != cluster_ip {
             out.push(FieldError::invalid(
@@ -263,7 +320,11 @@ fn validate_cluster_ips(spec: &Value) -> Vec<FieldError> {
             continue;
         }
         if ip.parse::<IpAddr>().is_err() {
-            out.push(FieldError::invalid(ix("spec.clusterIPs", i), &sv(ip), IP_MSG));
+            out.push(FieldError::invalid(
+                ix("spec.clusterIPs", i),
+                &sv(ip),
+                IP_MSG,
+            ));
         }
     }
     out
@@ -273,7 +334,10 @@ fn validate_cluster_ips(spec: &Value) -> Vec<FieldError> {
 pub fn validate_service_update(o: &Value, old: &Value) -> Vec<FieldError> {
     let mut out = Vec::new();
     let empty = json!({});
-    let (spec, old_spec) = (o.get("spec").unwrap_or(&empty), old.get("spec").unwrap_or(&empty));
+    let (spec, old_spec) = (
+        o.get("spec").unwrap_or(&empty),
+        old.get("spec").unwrap_or(&empty),
+    );
     let needs_ip = |sp: &Value| svc_type(sp) != "ExternalName";
     if !(needs_ip(spec) && needs_ip(old_spec)) {
         return out;
@@ -286,7 +350,11 @@ pub fn validate_service_update(o: &Value, old: &Value) -> Vec<FieldError> {
             [] => json!([new_ip]),
             ips => Value::Array(ips.to_vec()),
         };
-        out.push(FieldError::invalid("spec.clusterIPs[0]", &shown, "may not change once set"));
+        out.push(FieldError::invalid(
+            "spec.clusterIPs[0]",
+            &shown,
+            "may not change once set",
+        ));
     }
     out
 }
@@ -318,7 +386,9 @@ mod tests {
                 "sessionAffinity": "None", "type": "ClusterIP", "internalTrafficPolicy": "Cluster",
                 "ipFamilyPolicy": "SingleStack", "ipFamilies": ["IPv4"]})
         );
-        let o = svc(json!({"type": "NodePort", "ports": [{"port": 80, "targetPort": "http", "protocol": "UDP"}]}));
+        let o = svc(
+            json!({"type": "NodePort", "ports": [{"port": 80, "targetPort": "http", "protocol": "UDP"}]}),
+        );
         assert_eq!(o["spec"]["externalTrafficPolicy"], "Cluster");
         assert_eq!(o["spec"]["ports"][0]["targetPort"], "http");
         assert_eq!(o["spec"]["ports"][0]["protocol"], "UDP");
@@ -344,16 +414,26 @@ mod tests {
                 "Forbidden: may not be used when `type` is 'ClusterIP'"),
             (json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 80}]}), "spec.ports[0].nodePort",
                 "Invalid value: 80: provided port is not in the valid range. The range of valid ports is 30000-32767"),
-            (json!({"ports": [{"port": 80, "targetPort": "HTTP"}]}), "spec.ports[0].targetPort",
-                "Invalid value: \"HTTP\": must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)"),
+            (json!({"ports": [{"port": 80, "targetPort": "my_port"}]}), "spec.ports[0].targetPort",
+                "Invalid value: \"my_port\": must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)"),
             (json!({"type": "ExternalName"}), "spec.externalName", "Required value"),
+            (json!({"ports": [{"port": 80, "name": "a"}, {"port": 80, "name": "b"}]}), "spec.ports[1]",
+                "Duplicate value: {\"port\":80,\"protocol\":\"TCP\"}"),
+            (json!({"type": "NodePort", "clusterIP": "None", "ports": [{"port": 80}]}), "spec.clusterIPs[0]",
+                "Invalid value: \"None\": may not be set to 'None' for NodePort services"),
+            (json!({"externalTrafficPolicy": "Local", "ports": [{"port": 80}]}), "spec.externalTrafficPolicy",
+                "Invalid value: \"Local\": may only be set for externally-accessible services"),
             (json!({"clusterIP": "10.0.0.300", "ports": [{"port": 80}]}), "spec.clusterIPs[0]",
                 "Invalid value: \"10.0.0.300\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"),
             (json!({"sessionAffinity": "Sticky", "ports": [{"port": 80}]}), "spec.sessionAffinity",
                 "Unsupported value: \"Sticky\": supported values: \"ClientIP\", \"None\""),
         ];
         for (spec, field, msg) in cases {
-            assert_eq!(errs(spec.clone()), vec![(field.to_string(), msg.to_string())], "{spec}");
+            assert_eq!(
+                errs(spec.clone()),
+                vec![(field.to_string(), msg.to_string())],
+                "{spec}"
+            );
         }
     }
 
