@@ -42,7 +42,8 @@ pub enum PatchError {
 /// The fields an apply would take from other managers, with upstream's message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyConflicts {
-    /// e.g. `Apply failed with 1 conflict: conflict with "kubectl-client-side-apply" using apps/v1: .spec.replicas`
+    /// e.g. `Apply failed with 1 conflict: conflict with "kubectl-client-side-apply" using
+    /// apps/v1: .spec.replicas`
     pub message: String,
     pub conflicts: Vec<ApplyConflict>,
 }
@@ -237,7 +238,7 @@ fn field_meta(definition: &str, field: &str) -> Option<&'static FieldMeta> {
 }
 
 /// Upstream's `x-kubernetes-patch-strategy` and `x-kubernetes-patch-merge-key` of
-/// `definition.field` (e.g. `io.k8s.api.core.v1.PodSpec`, `containers` -> `("merge", Some("name"))`).
+/// `definition.field`: (`io.k8s.api.core.v1.PodSpec`, `containers`) -> `("merge", Some("name"))`.
 /// `None` for fields without patch tags (lists are then replaced whole).
 pub fn list_merge_info(
     definition: &str,
@@ -1609,48 +1610,120 @@ fn ssa_merge(live: &Value, cfg: &Value, ty: Ty, path: &mut Vec<Pe>) -> Result<Va
             match ty.list_type() {
                 ListType::Atomic => Ok(strip_nulls(cfg)),
                 ListType::Set => {
-                    let mut out = l.to_vec();
+                    let lhs: Vec<(Option<Pe>, &Value)> = l
+                        .iter()
+                        .map(|v| (Some(Pe::Value(canonical(v))), v))
+                        .collect();
+                    let mut rhs: Vec<(Pe, &Value)> = Vec::with_capacity(c.len());
                     for v in c {
-                        if !out.contains(v) {
-                            out.push(v.clone());
+                        let pe = Pe::Value(canonical(v));
+                        if !rhs.iter().any(|(r, _)| *r == pe) {
+                            rhs.push((pe, v));
                         }
                     }
-                    let server: Vec<Option<Value>> = l.iter().cloned().map(Some).collect();
-                    let items = out.into_iter().map(|v| (Some(v.clone()), v)).collect();
-                    Ok(Value::Array(order_items(items, c, &server)))
+                    Ok(Value::Array(merge_list_items(&lhs, &rhs, |_, _, r| {
+                        Ok(r.clone())
+                    })?))
                 }
                 ListType::Map(keys) => {
                     let ity = ty.items();
-                    let mut out: Vec<(Option<Pe>, Value)> = l
-                        .iter()
-                        .map(|it| (item_key(it, keys), it.clone()))
-                        .collect();
-                    let server: Vec<Option<Pe>> = out.iter().map(|(k, _)| k.clone()).collect();
-                    let mut cfg_ids: Vec<Pe> = Vec::with_capacity(c.len());
+                    let lhs: Vec<(Option<Pe>, &Value)> =
+                        l.iter().map(|it| (item_key(it, keys), it)).collect();
+                    let mut rhs: Vec<(Pe, &Value)> = Vec::with_capacity(c.len());
                     for ci in c {
                         let pe = item_key(ci, keys).ok_or_else(|| bad_key(path, keys, ci))?;
-                        if cfg_ids.contains(&pe) {
+                        if rhs.iter().any(|(r, _)| *r == pe) {
                             path.push(pe);
                             return Err(PatchError::InvalidApply(format!(
                                 "{}: duplicate entries for key in associative list",
                                 display_path(path)
                             )));
                         }
-                        path.push(pe.clone());
-                        match out.iter_mut().find(|(k, _)| k.as_ref() == Some(&pe)) {
-                            Some((_, v)) => *v = ssa_merge(v, ci, ity, path)?,
-                            None => out
-                                .push((Some(pe.clone()), ssa_merge(&Value::Null, ci, ity, path)?)),
-                        }
-                        path.pop();
-                        cfg_ids.push(pe);
+                        rhs.push((pe, ci));
                     }
-                    Ok(Value::Array(order_items(out, &cfg_ids, &server)))
+                    let merged = merge_list_items(&lhs, &rhs, |pe, lv, cv| {
+                        path.push(pe.clone());
+                        let out = ssa_merge(lv.unwrap_or(&Value::Null), cv, ity, path);
+                        path.pop();
+                        out
+                    })?;
+                    Ok(Value::Array(merged))
                 }
             }
         }
         _ => Ok(strip_nulls(cfg)),
     }
+}
+
+/// structured-merge-diff's list merge order: live items the configuration does not name stay
+/// where they are, items it names follow its order, and its new items come after the live
+/// items before them.
+fn merge_list_items(
+    lhs: &[(Option<Pe>, &Value)],
+    rhs: &[(Pe, &Value)],
+    mut merge: impl FnMut(&Pe, Option<&Value>, &Value) -> Result<Value, PatchError>,
+) -> Result<Vec<Value>, PatchError> {
+    let in_rhs = |id: &Option<Pe>| id.as_ref().is_some_and(|i| rhs.iter().any(|(r, _)| r == i));
+    let live_item = |id: &Pe| {
+        lhs.iter()
+            .find(|(l, _)| l.as_ref() == Some(id))
+            .map(|(_, v)| *v)
+    };
+    // Items both lists have, in the configuration's order.
+    let shared: Vec<&Pe> = rhs
+        .iter()
+        .map(|(r, _)| r)
+        .filter(|r| live_item(r).is_some())
+        .collect();
+    let mut next_shared = 0;
+    let mut emitted: Vec<&Pe> = Vec::new();
+    let mut out = Vec::with_capacity(lhs.len() + rhs.len());
+    let (mut li, mut ri) = (0, 0);
+    while li < lhs.len() || ri < rhs.len() {
+        if li < lhs.len() && ri < rhs.len() {
+            let (lid, lv) = &lhs[li];
+            let (rid, rv) = &rhs[ri];
+            if lid.as_ref() == Some(rid) {
+                out.push(merge(rid, Some(lv), rv)?);
+                emitted.push(rid);
+                if shared.get(next_shared) == Some(&rid) {
+                    next_shared += 1;
+                }
+                li += 1;
+                ri += 1;
+                continue;
+            }
+            // A shared item out of the configuration's order waits for its turn in it.
+            if in_rhs(lid)
+                && shared
+                    .get(next_shared)
+                    .is_some_and(|s| lid.as_ref() != Some(*s))
+            {
+                li += 1;
+                continue;
+            }
+        }
+        if let Some((lid, lv)) = lhs.get(li) {
+            if !in_rhs(lid) {
+                out.push((*lv).clone());
+                li += 1;
+                continue;
+            }
+            if emitted.iter().any(|e| lid.as_ref() == Some(*e)) {
+                li += 1;
+                continue;
+            }
+        }
+        if let Some((rid, rv)) = rhs.get(ri) {
+            out.push(merge(rid, live_item(rid), rv)?);
+            emitted.push(rid);
+            if shared.get(next_shared) == Some(&rid) {
+                next_shared += 1;
+            }
+            ri += 1;
+        }
+    }
+    Ok(out)
 }
 
 fn strip_nulls(v: &Value) -> Value {
@@ -2656,6 +2729,23 @@ mod tests {
         other["metadata"]["finalizers"] = json!([]);
         let out = apply(Some(&out), &other, "other", false, deployments(), T1).expect("empty");
         assert_eq!(out["metadata"]["finalizers"], json!(["a"]));
+    }
+
+    #[test]
+    fn apply_orders_lists_as_structured_merge_diff() {
+        let mut live = deployment("x:1");
+        live["spec"]["template"]["spec"]["containers"] =
+            json!([{"name": "a"}, {"name": "b"}, {"name": "c"}]);
+        let mut cfg = deployment("x:1");
+        cfg["spec"]["template"]["spec"]["containers"] =
+            json!([{"name": "b", "image": "b:2"}, {"name": "d"}]);
+        let out = apply(Some(&live), &cfg, "mgr", true, deployments(), T0).expect("apply");
+        assert_eq!(names(containers(&out)), ["a", "b", "c", "d"]);
+        assert_eq!(containers(&out)[1], json!({"name": "b", "image": "b:2"}));
+        // Shared items follow the configuration's order.
+        cfg["spec"]["template"]["spec"]["containers"] = json!([{"name": "c"}, {"name": "a"}]);
+        let out = apply(Some(&live), &cfg, "mgr", true, deployments(), T0).expect("apply");
+        assert_eq!(names(containers(&out)), ["b", "c", "a"]);
     }
 
     // --- update tracking ---------------------------------------------------------------------

@@ -552,13 +552,22 @@ pub async fn patch(ctx: &Ctx<'_>, body: &Bytes, sub: Option<&str>) -> Result<Res
 }
 
 fn patch_error(ctx: &Ctx<'_>, e: patch::PatchError) -> ApiError {
-    let msg = e.to_string();
-    if msg.starts_with("Apply failed") {
-        return ApiError::new(StatusCode::CONFLICT, "Conflict", msg).with_details(
-            json!({"name": ctx.name(), "group": ctx.def().group, "kind": ctx.def().plural}),
-        );
+    use patch::PatchError as P;
+    let details = json!({"name": ctx.name(), "group": ctx.def().group, "kind": ctx.def().plural});
+    match e {
+        P::Conflict(c) => {
+            let mut d = details;
+            d["causes"] = json!(c.causes());
+            ApiError::new(StatusCode::CONFLICT, "Conflict", c.message).with_details(d)
+        }
+        P::JsonPatchFailed(_) | P::InvalidApply(_) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", e.to_string())
+                .with_details(details)
+        }
+        P::InvalidPatch(_) | P::MissingMergeKey { .. } | P::BadDirective(_) => {
+            ApiError::bad_request(e.to_string())
+        }
     }
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", msg)
 }
 
 /// DeleteOptions from the body (or the query, which kubectl also uses).

@@ -45,6 +45,7 @@ pub fn app(server: Arc<ApiServer>) -> Router {
             auth::authenticate,
         ))
         .layer(middleware::from_fn(timeout_unless_streaming))
+        .layer(middleware::from_fn(errors_as_status))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .layer(TraceLayer::new_for_http())
         .with_state(server)
@@ -189,4 +190,37 @@ async fn timeout_unless_streaming(req: Request, next: Next) -> Response {
         )
         .into_response(),
     }
+}
+
+/// Errors produced below the handlers (body too large, bad path encoding) come back as plain
+/// text; clients expect a `Status`, so wrap them.
+async fn errors_as_status(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if status.as_u16() < 400 || is_json {
+        return resp;
+    }
+    let reason = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "RequestEntityTooLarge",
+        StatusCode::NOT_FOUND => "NotFound",
+        StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
+        s if s.is_server_error() => "InternalError",
+        _ => "BadRequest",
+    };
+    let body = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body);
+    let message = if text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text.trim().to_string()
+    };
+    ApiError::new(status, reason, message).into_response()
 }

@@ -4,8 +4,8 @@
 use serde_json::{json, Value};
 
 use super::meta::{
-    child_mut, default_field, default_str, go_string_map, immutable, int, nonnegative, p, s,
-    selector_is_empty, selector_matches, sv, validate_label_selector, NEGATIVE,
+    child_mut, default_field, default_str, go_string_map, immutable, int, nonnegative, p,
+    regex_error, s, selector_is_empty, selector_matches, sv, validate_label_selector, NEGATIVE,
 };
 use super::pod::{default_pod_template, validate_pod_template};
 use crate::errors::FieldError;
@@ -150,40 +150,63 @@ fn int_or_string_shown(v: &Value) -> Value {
     }
 }
 
-/// The integer value of an `IntOrString` (percentages by their number), `None` when invalid.
-fn int_or_percent(v: &Value) -> Option<i64> {
+/// `IsValidPercent`: `[0-9]+%`.
+fn is_valid_percent(v: &str) -> bool {
+    v.strip_suffix('%')
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
+}
+
+/// `getIntOrPercentValue`: the number of an int or of a valid percentage, else 0.
+fn int_or_percent(v: &Value) -> i64 {
     match v {
-        Value::Number(n) => n.as_i64(),
-        Value::String(x) => x.strip_suffix('%')?.parse().ok(),
-        _ => None,
+        Value::Number(n) => n.as_i64().unwrap_or(0),
+        Value::String(x) if is_valid_percent(x) => {
+            x.trim_end_matches('%').parse().unwrap_or(i64::MAX)
+        }
+        _ => 0,
     }
 }
 
-/// `ValidatePositiveIntOrPercent` + `IsNotMoreThan100Percent`.
-fn validate_int_or_percent(ru: &Value, k: &str, path: &str) -> Vec<FieldError> {
-    let mut out = Vec::new();
-    let Some(v) = ru.get(k).filter(|v| !v.is_null()) else {
-        return out;
-    };
+fn ru_value(ru: &Value, k: &str) -> Value {
+    ru.get(k)
+        .filter(|v| !v.is_null())
+        .cloned()
+        .unwrap_or(json!(0))
+}
+
+/// `ValidatePositiveIntOrPercent`.
+fn validate_positive_int_or_percent(ru: &Value, k: &str, path: &str) -> Option<FieldError> {
+    let v = ru_value(ru, k);
     let fp = p(path, k);
-    match int_or_percent(v) {
-        None if v.is_string() => out.push(FieldError::invalid(
-            &fp,
-            v,
-            "must be an integer or percentage (e.g '5%')",
+    match &v {
+        Value::String(x) if !is_valid_percent(x) => Some(FieldError::invalid(
+            fp,
+            &v,
+            &regex_error(
+                "a valid percent string must be a numeric string followed by an ending '%'",
+                "[0-9]+%",
+                &["1%", "93%"],
+            ),
         )),
-        None => out.push(FieldError::invalid(
-            &fp,
-            v,
-            "must be an integer or percentage (e.g '5%')",
-        )),
-        Some(n) if n < 0 => out.push(FieldError::invalid(&fp, &int_or_string_shown(v), NEGATIVE)),
-        Some(n) if v.is_string() && n > 100 => {
-            out.push(FieldError::invalid(&fp, v, "must not be greater than 100%"))
+        Value::String(_) => None,
+        Value::Number(n) if n.as_i64().is_some_and(|n| n < 0) => {
+            Some(FieldError::invalid(fp, &v, NEGATIVE))
         }
-        Some(_) => {}
+        Value::Number(_) => None,
+        _ => Some(FieldError::invalid(
+            fp,
+            &v,
+            "must be an integer or percentage (e.g '5%')",
+        )),
     }
-    out
+}
+
+/// `IsNotMoreThan100Percent`.
+fn not_more_than_100_percent(ru: &Value, k: &str, path: &str) -> Option<FieldError> {
+    let v = ru_value(ru, k);
+    let pct = v.as_str().filter(|x| is_valid_percent(x))?;
+    (int_or_percent(&v) > 100)
+        .then(|| FieldError::invalid(p(path, k), &sv(pct), "must not be greater than 100%"))
 }
 
 fn validate_replicas_and_history(spec: &Value, path: &str) -> Vec<FieldError> {
@@ -241,25 +264,33 @@ fn validate_deployment_strategy(spec: &Value, path: &str) -> Vec<FieldError> {
                 rp,
                 "this should be defaulted and never be nil",
             )),
-            Some(ru) => {
-                out.extend(validate_int_or_percent(ru, "maxUnavailable", &rp));
-                out.extend(validate_int_or_percent(ru, "maxSurge", &rp));
-                let zero = |k| ru.get(k).and_then(int_or_percent).unwrap_or(0) == 0;
-                if zero("maxUnavailable") && zero("maxSurge") {
-                    out.push(FieldError::invalid(
-                        p(&rp, "maxUnavailable"),
-                        &int_or_string_shown(ru.get("maxUnavailable").unwrap_or(&json!(0))),
-                        "may not be 0 when `maxSurge` is 0",
-                    ));
-                }
-            }
+            Some(ru) => out.extend(validate_rolling_update_deployment(ru, &rp)),
         },
-        other => out.push(FieldError::not_supported(
-            p(&sp, "type"),
-            &sv(other),
+        // Upstream reports the whole strategy on `spec.strategy`.
+        _ => out.push(FieldError::not_supported(
+            sp,
+            strategy,
             &["Recreate", "RollingUpdate"],
         )),
     }
+    out
+}
+
+/// `ValidateRollingUpdateDeployment`.
+fn validate_rolling_update_deployment(ru: &Value, path: &str) -> Vec<FieldError> {
+    let mut out: Vec<FieldError> = ["maxUnavailable", "maxSurge"]
+        .iter()
+        .filter_map(|k| validate_positive_int_or_percent(ru, k, path))
+        .collect();
+    let zero = |k| int_or_percent(&ru_value(ru, k)) == 0;
+    if zero("maxUnavailable") && zero("maxSurge") {
+        out.push(FieldError::invalid(
+            p(path, "maxUnavailable"),
+            &int_or_string_shown(&ru_value(ru, "maxUnavailable")),
+            "may not be 0 when `maxSurge` is 0",
+        ));
+    }
+    out.extend(not_more_than_100_percent(ru, "maxUnavailable", path));
     out
 }
 
@@ -289,7 +320,7 @@ pub fn validate_daemon_set(o: &Value) -> Vec<FieldError> {
         "daemonset",
         &["Always"],
     ));
-    out.extend(no_active_deadline(spec, "spec", "ReplicaSet"));
+    out.extend(no_active_deadline(spec, "spec", "DaemonSet"));
     let strategy = spec.get("updateStrategy").unwrap_or(&empty);
     let sp = "spec.updateStrategy";
     match s(strategy, "type").unwrap_or_default() {
@@ -301,10 +332,10 @@ pub fn validate_daemon_set(o: &Value) -> Vec<FieldError> {
                 "spec.updateStrategy.rollingUpdate",
             )),
         },
-        other => out.push(FieldError::not_supported(
-            format!("{sp}.type"),
-            &sv(other),
-            &["OnDelete", "RollingUpdate"],
+        _ => out.push(FieldError::not_supported(
+            sp,
+            strategy,
+            &["RollingUpdate", "OnDelete"],
         )),
     }
     out
@@ -312,13 +343,17 @@ pub fn validate_daemon_set(o: &Value) -> Vec<FieldError> {
 
 /// `ValidateRollingUpdateDaemonSet`: exactly one of maxUnavailable/maxSurge is non-zero.
 fn validate_daemon_set_rolling_update(ru: &Value, path: &str) -> Vec<FieldError> {
-    let mut out = validate_int_or_percent(ru, "maxUnavailable", path);
-    out.extend(validate_int_or_percent(ru, "maxSurge", path));
-    let nonzero = |k| ru.get(k).and_then(int_or_percent).unwrap_or(0) != 0;
+    let mut out: Vec<FieldError> = ["maxUnavailable", "maxSurge"]
+        .iter()
+        .filter_map(|k| validate_positive_int_or_percent(ru, k, path))
+        .collect();
+    out.extend(not_more_than_100_percent(ru, "maxUnavailable", path));
+    out.extend(not_more_than_100_percent(ru, "maxSurge", path));
+    let nonzero = |k| int_or_percent(&ru_value(ru, k)) != 0;
     match (nonzero("maxUnavailable"), nonzero("maxSurge")) {
         (true, true) => out.push(FieldError::invalid(
             p(path, "maxSurge"),
-            &int_or_string_shown(ru.get("maxSurge").unwrap_or(&json!(0))),
+            &int_or_string_shown(&ru_value(ru, "maxSurge")),
             "may not be set when maxUnavailable is non-zero",
         )),
         (false, false) => out.push(FieldError::required_msg(
@@ -326,6 +361,48 @@ fn validate_daemon_set_rolling_update(ru: &Value, path: &str) -> Vec<FieldError>
             "cannot be 0 when maxSurge is 0",
         )),
         _ => {}
+    }
+    out
+}
+
+/// `ValidateDeploymentStatus` / `ValidateReplicaSetStatus`: counts are sane.
+pub fn validate_replicas_status(o: &Value) -> Vec<FieldError> {
+    let empty = json!({});
+    let status = o.get("status").unwrap_or(&empty);
+    let mut out: Vec<FieldError> = [
+        "observedGeneration",
+        "replicas",
+        "updatedReplicas",
+        "fullyLabeledReplicas",
+        "readyReplicas",
+        "availableReplicas",
+        "unavailableReplicas",
+        "collisionCount",
+    ]
+    .iter()
+    .filter_map(|k| nonnegative(status, k, "status"))
+    .collect();
+    let n = |k| int(status, k).unwrap_or(0);
+    for k in [
+        "updatedReplicas",
+        "fullyLabeledReplicas",
+        "readyReplicas",
+        "availableReplicas",
+    ] {
+        if n(k) > n("replicas") {
+            out.push(FieldError::invalid(
+                format!("status.{k}"),
+                &Value::from(n(k)),
+                "cannot be greater than status.replicas",
+            ));
+        }
+    }
+    if n("availableReplicas") > n("readyReplicas") {
+        out.push(FieldError::invalid(
+            "status.availableReplicas",
+            &Value::from(n("availableReplicas")),
+            "cannot be greater than readyReplicas",
+        ));
     }
     out
 }
@@ -392,8 +469,10 @@ mod tests {
             (json!({"replicas": -1}), "spec.replicas", "Invalid value: -1: must be greater than or equal to 0"),
             (json!({"selector": {"matchLabels": {"app": "b"}}}), "spec.template.metadata.labels",
                 "Invalid value: map[string]string{\"app\":\"a\"}: `selector` does not match template `labels`"),
-            (json!({"strategy": {"type": "Blue"}}), "spec.strategy.type",
-                "Unsupported value: \"Blue\": supported values: \"Recreate\", \"RollingUpdate\""),
+            (json!({"strategy": {"type": "Blue"}}), "spec.strategy",
+                "Unsupported value: {\"type\":\"Blue\"}: supported values: \"Recreate\", \"RollingUpdate\""),
+            (json!({"strategy": {"rollingUpdate": {"maxSurge": "x%"}}}), "spec.strategy.rollingUpdate.maxSurge",
+                "Invalid value: \"x%\": a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')"),
             (json!({"strategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": "0%"}}}), "spec.strategy.rollingUpdate.maxUnavailable",
                 "Invalid value: \"0%\": may not be 0 when `maxSurge` is 0"),
             (json!({"strategy": {"rollingUpdate": {"maxUnavailable": "150%"}}}), "spec.strategy.rollingUpdate.maxUnavailable",
@@ -455,9 +534,24 @@ mod tests {
             "spec.updateStrategy.rollingUpdate.maxUnavailable: Required value: cannot be 0 when maxSurge is 0"
         );
         ds["spec"]["updateStrategy"] = json!({"type": "Sometimes"});
+        assert_eq!(validate_daemon_set(&ds)[0].field, "spec.updateStrategy");
+    }
+
+    #[test]
+    fn replica_status() {
+        let ok = json!({"status": {"replicas": 3, "readyReplicas": 2, "availableReplicas": 2}});
+        assert!(validate_replicas_status(&ok).is_empty());
+        let bad = json!({"status": {"replicas": 1, "readyReplicas": 2, "availableReplicas": 2}});
+        let errs: Vec<String> = validate_replicas_status(&bad)
+            .iter()
+            .map(FieldError::display)
+            .collect();
         assert_eq!(
-            validate_daemon_set(&ds)[0].field,
-            "spec.updateStrategy.type"
+            errs,
+            vec![
+                "status.readyReplicas: Invalid value: 2: cannot be greater than status.replicas",
+                "status.availableReplicas: Invalid value: 2: cannot be greater than status.replicas",
+            ]
         );
     }
 

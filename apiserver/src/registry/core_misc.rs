@@ -23,13 +23,20 @@ const IMMUTABLE_SET: &str = "field is immutable when `immutable` is set";
 // ConfigMaps and Secrets
 // ---------------------------------------------------------------------------------------------
 
-/// Keys of `data` (and `binaryData`) must be config keys; returns the total size.
+/// Keys of `data` (and `binaryData`) must be config keys; returns the total size in bytes
+/// (`binaryData` counted decoded, as upstream counts `[]byte`).
 fn validate_data_keys(o: &Value, field: &str, out: &mut Vec<FieldError>) -> usize {
     let mut total = 0;
+    let base64 = field == "binaryData";
     if let Some(m) = obj(o, field) {
         for (k, v) in m {
             out.extend(invalid_each(&key(field, k), k, is_config_map_key(k)));
-            total += v.as_str().map_or(0, str::len);
+            let text = v.as_str().unwrap_or_default();
+            total += if base64 {
+                text.len() / 4 * 3
+            } else {
+                text.len()
+            };
         }
     }
     total
@@ -100,22 +107,47 @@ pub fn default_secret(o: &mut Value) {
     }
 }
 
-fn data_len(o: &Value, k: &str) -> usize {
-    o.get("data")
-        .and_then(|d| d.get(k))
-        .and_then(Value::as_str)
-        .map_or(0, str::len)
+/// The decoded bytes of `data[k]` (Secret data is base64 in JSON), if the key is present.
+fn secret_data(o: &Value, k: &str) -> Option<Vec<u8>> {
+    let v = o.get("data")?.get(k)?;
+    let text = v.as_str().unwrap_or_default();
+    Some(
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap_or_else(|_| text.as_bytes().to_vec()),
+    )
+}
+
+/// Docker config secrets must hold a JSON object.
+fn docker_config(o: &Value, k: &str, out: &mut Vec<FieldError>) {
+    let field = key("data", k);
+    match secret_data(o, k) {
+        None => out.push(FieldError::required(field)),
+        Some(bytes) => {
+            if let Err(e) = serde_json::from_slice::<serde_json::Map<String, Value>>(&bytes) {
+                out.push(FieldError::invalid(
+                    field,
+                    &sv("<secret contents redacted>"),
+                    &e.to_string(),
+                ));
+            }
+        }
+    }
 }
 
 /// `ValidateSecret` (data and type rules).
 pub fn validate_secret(o: &Value) -> Vec<FieldError> {
     let mut out = Vec::new();
-    let total = validate_data_keys(o, "data", &mut out);
-    let required = |out: &mut Vec<FieldError>, k: &str| {
-        if data_len(o, k) == 0 {
-            out.push(FieldError::required(key("data", k)));
-        }
-    };
+    validate_data_keys(o, "data", &mut out);
+    let total: usize = obj(o, "data")
+        .map(|m| {
+            m.keys()
+                .filter_map(|k| secret_data(o, k))
+                .map(|b| b.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    let present = |k: &str| secret_data(o, k).is_some();
     match s(o, "type").unwrap_or_default() {
         "kubernetes.io/service-account-token" => {
             let ann = o
@@ -128,18 +160,23 @@ pub fn validate_secret(o: &Value) -> Vec<FieldError> {
                 ));
             }
         }
-        "kubernetes.io/dockercfg" => required(&mut out, ".dockercfg"),
-        "kubernetes.io/dockerconfigjson" => required(&mut out, ".dockerconfigjson"),
-        "kubernetes.io/basic-auth"
-            if data_len(o, "username") == 0 && data_len(o, "password") == 0 =>
-        {
-            required(&mut out, "username");
-            required(&mut out, "password");
+        "kubernetes.io/dockercfg" => docker_config(o, ".dockercfg", &mut out),
+        "kubernetes.io/dockerconfigjson" => docker_config(o, ".dockerconfigjson", &mut out),
+        "kubernetes.io/basic-auth" if !present("username") && !present("password") => {
+            out.push(FieldError::required("data[username]"));
+            out.push(FieldError::required("data[password]"));
         }
-        "kubernetes.io/ssh-auth" => required(&mut out, "ssh-privatekey"),
+        "kubernetes.io/ssh-auth"
+            if secret_data(o, "ssh-privatekey").is_none_or(|b| b.is_empty()) =>
+        {
+            out.push(FieldError::required("data[ssh-privatekey]"));
+        }
         "kubernetes.io/tls" => {
-            required(&mut out, "tls.key");
-            required(&mut out, "tls.crt");
+            for k in ["tls.crt", "tls.key"] {
+                if !present(k) {
+                    out.push(FieldError::required(key("data", k)));
+                }
+            }
         }
         _ => {}
     }
@@ -208,16 +245,32 @@ pub fn validate_namespace(o: &Value) -> Vec<FieldError> {
     out
 }
 
+/// `ValidateNamespaceStatusUpdate`: Active unless being deleted, then Terminating.
 pub fn validate_namespace_status(o: &Value) -> Vec<FieldError> {
-    let empty = json!({});
-    validate_optional_enum(
-        o.get("status").unwrap_or(&empty),
-        "phase",
-        "status",
-        &["Active", "Terminating"],
-    )
-    .into_iter()
-    .collect()
+    let phase = o
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let deleting = o
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null());
+    let (want, msg) = if deleting {
+        (
+            "Terminating",
+            "may only be 'Terminating' if `deletionTimestamp` is not empty",
+        )
+    } else {
+        (
+            "Active",
+            "may only be 'Active' if `deletionTimestamp` is empty",
+        )
+    };
+    if phase == want {
+        vec![]
+    } else {
+        // Upstream's path really is `status.Phase`.
+        vec![FieldError::invalid("status.Phase", &sv(phase), msg)]
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -308,36 +361,71 @@ pub fn validate_node_update(o: &Value, old: &Value) -> Vec<FieldError> {
 // Events
 // ---------------------------------------------------------------------------------------------
 
-/// `ValidateEventCreate` for core/v1 events (the storage version of both event APIs).
+/// `legacyValidateEvent`: the rules of core/v1 events (the storage version of both event APIs).
 pub fn validate_event(o: &Value) -> Vec<FieldError> {
     let mut out = Vec::new();
     let ns = o
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let empty = json!({});
-    let involved = o.get("involvedObject").unwrap_or(&empty);
-    let ins = s(involved, "namespace").unwrap_or_default();
-    let mismatch = if ins.is_empty() {
-        !ns.is_empty() && ns != "default"
-    } else {
-        ins != ns
-    };
-    if mismatch {
+    let ins = o
+        .pointer("/involvedObject/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let mismatch = |out: &mut Vec<FieldError>| {
         out.push(FieldError::invalid(
             "involvedObject.namespace",
             &sv(ins),
             "does not match event.namespace",
+        ))
+    };
+    let event_time = o.get("eventTime").is_some_and(|v| !v.is_null());
+    if !event_time {
+        // Old-style events: the namespaces must agree ("default" for old clients).
+        if (ins.is_empty() && !ns.is_empty() && ns != "default") || (!ins.is_empty() && ins != ns) {
+            mismatch(&mut out);
+        }
+    } else {
+        // New-style events (events.k8s.io) carry their reporter, action and reason.
+        if ins.is_empty() && ns != "default" && ns != "kube-system" {
+            mismatch(&mut out);
+        }
+        let controller = s(o, "reportingComponent").unwrap_or_default();
+        if controller.is_empty() {
+            out.push(FieldError::required("reportingComponent"));
+        }
+        out.extend(invalid_each(
+            "reportingComponent",
+            controller,
+            is_qualified_name(controller),
         ));
-    }
-    if let Some(c) = int(o, "count") {
-        if c < 0 {
+        for (k, limit) in [("reportingInstance", 128), ("action", 128), ("reason", 128)] {
+            let v = s(o, k).unwrap_or_default();
+            if v.is_empty() {
+                out.push(FieldError::required(k));
+            }
+            if v.len() > limit {
+                out.push(FieldError::invalid(
+                    k,
+                    &sv(""),
+                    &format!("can have at most {limit} characters"),
+                ));
+            }
+        }
+        if s(o, "message").unwrap_or_default().len() > 1024 {
             out.push(FieldError::invalid(
-                "count",
-                &Value::from(c),
-                super::meta::NEGATIVE,
+                "message",
+                &sv(""),
+                "can have at most 1024 characters",
             ));
         }
+    }
+    if let Some(c) = int(o, "count").filter(|c| *c < 0) {
+        out.push(FieldError::invalid(
+            "count",
+            &Value::from(c),
+            super::meta::NEGATIVE,
+        ));
     }
     out
 }
@@ -363,15 +451,26 @@ pub fn default_pvc(o: &mut Value) {
     }
 }
 
-fn validate_access_modes(spec: &Value, path: &str) -> Vec<FieldError> {
+/// `ValidatePositiveQuantityValue`.
+fn positive_quantity(q: &Value, path: &str) -> Option<FieldError> {
+    match quantity::parse(q) {
+        None => validate_quantity(q, path),
+        Some(n) if n <= 0.0 => Some(FieldError::invalid(
+            path,
+            &sv(&quantity::show(q)),
+            "must be greater than zero",
+        )),
+        Some(_) => None,
+    }
+}
+
+/// Access modes: required (`empty_detail` is the claim's "at least 1 ..." message).
+fn validate_access_modes(spec: &Value, path: &str, empty_detail: &str) -> Vec<FieldError> {
     let mut out = Vec::new();
     let modes = arr(spec, "accessModes");
     let mp = p(path, "accessModes");
     if modes.is_empty() {
-        out.push(FieldError::required_msg(
-            &mp,
-            "at least 1 access mode is required",
-        ));
+        out.push(FieldError::required_msg(&mp, empty_detail));
     }
     for m in modes {
         let mode = m.as_str().unwrap_or_default();
@@ -392,19 +491,10 @@ fn validate_access_modes(spec: &Value, path: &str) -> Vec<FieldError> {
 pub fn validate_pvc(o: &Value) -> Vec<FieldError> {
     let empty = json!({});
     let spec = o.get("spec").unwrap_or(&empty);
-    let mut out = validate_access_modes(spec, "spec");
-    let storage = spec.pointer("/resources/requests/storage");
-    match storage {
+    let mut out = validate_access_modes(spec, "spec", "at least 1 access mode is required");
+    match spec.pointer("/resources/requests/storage") {
         None => out.push(FieldError::required("spec.resources[storage]")),
-        Some(q) => match quantity::parse(q) {
-            None => out.extend(validate_quantity(q, "spec.resources.requests[storage]")),
-            Some(n) if n <= 0.0 => out.push(FieldError::invalid(
-                "spec.resources.requests[storage]",
-                &sv(&quantity::show(q)),
-                "must be greater than zero",
-            )),
-            Some(_) => {}
-        },
+        Some(q) => out.extend(positive_quantity(q, "spec.resources[storage]")),
     }
     out.extend(validate_optional_enum(
         spec,
@@ -464,14 +554,20 @@ pub fn default_pv(o: &mut Value) {
 pub fn validate_pv(o: &Value) -> Vec<FieldError> {
     let empty = json!({});
     let spec = o.get("spec").unwrap_or(&empty);
-    let mut out = validate_access_modes(spec, "spec");
-    match spec.pointer("/capacity/storage") {
-        None => out.push(FieldError::not_supported(
+    let mut out = validate_access_modes(spec, "spec", "");
+    let capacity = obj(spec, "capacity");
+    if capacity.is_none_or(|c| c.is_empty()) {
+        out.push(FieldError::required("spec.capacity"));
+    }
+    if capacity.is_none_or(|c| !c.contains_key("storage") || c.len() > 1) {
+        out.push(FieldError::not_supported(
             "spec.capacity",
-            &sv(""),
+            &spec.get("capacity").cloned().unwrap_or(json!({})),
             &["storage"],
-        )),
-        Some(q) => out.extend(validate_quantity(q, "spec.capacity[storage]")),
+        ));
+    }
+    for (k, q) in capacity.into_iter().flatten() {
+        out.extend(positive_quantity(q, &key("spec.capacity", k)));
     }
     let sources = VOLUME_SOURCES
         .iter()
@@ -630,11 +726,18 @@ mod tests {
         assert_eq!(
             errs,
             vec![
-                "data[tls.key]: Required value",
-                "data[tls.crt]: Required value"
+                "data[tls.crt]: Required value",
+                "data[tls.key]: Required value"
             ]
         );
         assert!(validate_secret(&sec).is_empty());
+
+        let docker = json!({"type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": "bm9wZQ=="}});
+        let errs = validate_secret(&docker);
+        assert_eq!(errs[0].field, "data[.dockerconfigjson]");
+        assert!(errs[0]
+            .message
+            .starts_with("Invalid value: \"<secret contents redacted>\": "));
 
         let mut changed = sec.clone();
         changed["type"] = json!("kubernetes.io/basic-auth");
@@ -655,6 +758,12 @@ mod tests {
         assert_eq!(ns["spec"]["finalizers"], json!(["kubernetes"]));
         assert_eq!(ns["status"]["phase"], "Active");
         assert!(validate_namespace(&ns).is_empty());
+        assert!(validate_namespace_status(&ns).is_empty());
+        ns["status"]["phase"] = json!("Terminating");
+        assert_eq!(
+            validate_namespace_status(&ns)[0].display(),
+            "status.Phase: Invalid value: \"Terminating\": may only be 'Active' if `deletionTimestamp` is empty"
+        );
         let bad = json!({"spec": {"finalizers": ["foo"]}});
         assert_eq!(
             validate_namespace(&bad)[0].display(),
@@ -681,6 +790,16 @@ mod tests {
     fn events() {
         let ok = json!({"metadata": {"name": "e", "namespace": "d"}, "involvedObject": {"namespace": "d"}});
         assert!(validate_event(&ok).is_empty());
+        let new_style = json!({"metadata": {"name": "e", "namespace": "d"}, "involvedObject": {"namespace": "d"},
+            "eventTime": "2024-01-01T00:00:00.000000Z", "reportingComponent": "kubelet",
+            "reportingInstance": "node-1", "action": "Pulling", "reason": "Pulling"});
+        assert!(validate_event(&new_style).is_empty());
+        let mut missing = new_style.clone();
+        missing.as_object_mut().unwrap().remove("action");
+        assert_eq!(
+            validate_event(&missing)[0].display(),
+            "action: Required value"
+        );
         let bad = json!({"metadata": {"name": "e", "namespace": "d"}, "involvedObject": {"namespace": "x"}});
         assert_eq!(
             validate_event(&bad)[0].display(),

@@ -4,7 +4,10 @@
 //! `ValidateObjectMeta`).
 //!
 //! Everything works on the JSON of the *storage* version (`ResourceDef::storage_def`), keyed by
-//! its storage name (`def.storage`). Messages and field paths follow upstream's `field.Error`.
+//! its storage name (`def.storage`): callers convert first (autoscaling/v1 HPAs to v2,
+//! events.k8s.io/v1 Events to core/v1). Given a non-storage def, only `metadata` is checked and
+//! nothing is defaulted, so a wrongly shaped object is never "fixed" into another version.
+//! Messages and field paths follow upstream's `field.Error`.
 
 use serde_json::Value;
 
@@ -22,6 +25,9 @@ mod service;
 
 /// Upstream's defaulting (SetDefaults_*), applied on create and update, before validation.
 pub fn apply_defaults(def: &ResourceDef, obj: &mut Value) {
+    if !def.is_storage_version {
+        return;
+    }
     match def.storage {
         "pods" => pod::default_pod(obj),
         "deployments" => apps::default_deployment(obj),
@@ -54,6 +60,9 @@ pub fn validate_create(def: &ResourceDef, obj: &Value) -> Vec<FieldError> {
 pub fn validate_update(def: &ResourceDef, obj: &Value, old: &Value) -> Vec<FieldError> {
     let mut out = validate_create(def, obj);
     out.extend(meta::validate_object_meta_update(obj, old));
+    if !def.is_storage_version {
+        return out;
+    }
     out.extend(match def.storage {
         "pods" => pod::validate_pod_update(obj, old),
         "deployments" | "replicasets" | "daemonsets" => apps::validate_selector_update(obj, old),
@@ -74,9 +83,14 @@ pub fn validate_update(def: &ResourceDef, obj: &Value, old: &Value) -> Vec<Field
 /// Validation of a status-subresource update (usually light; may be empty for most kinds).
 pub fn validate_status_update(def: &ResourceDef, obj: &Value, old: &Value) -> Vec<FieldError> {
     let mut out = meta::validate_object_meta_update(obj, old);
+    if !def.is_storage_version {
+        return out;
+    }
     out.extend(match def.storage {
         "pods" => pod::validate_pod_status_update(obj, old),
         "namespaces" => core_misc::validate_namespace_status(obj),
+        "deployments" | "replicasets" => apps::validate_replicas_status(obj),
+        "horizontalpodautoscalers" => other::validate_hpa_status(obj),
         _ => vec![],
     });
     out
@@ -84,6 +98,9 @@ pub fn validate_status_update(def: &ResourceDef, obj: &Value, old: &Value) -> Ve
 
 /// The spec rules of one kind (everything but `metadata`).
 fn validate_kind(def: &ResourceDef, obj: &Value) -> Vec<FieldError> {
+    if !def.is_storage_version {
+        return vec![];
+    }
     match def.storage {
         "pods" => pod::validate_pod(obj),
         "deployments" => apps::validate_deployment(obj),
@@ -226,6 +243,19 @@ mod tests {
             .map(|e| e.field.clone())
             .collect();
         assert_eq!(errs, vec!["metadata.name", "spec.containers"]);
+    }
+
+    #[test]
+    fn non_storage_versions_are_left_alone() {
+        let v1 = def("autoscaling", "v1", "horizontalpodautoscalers");
+        let mut o = json!({"metadata": {"name": "h", "namespace": "d"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 3}});
+        let before = o.clone();
+        apply_defaults(v1, &mut o);
+        assert_eq!(o, before);
+        assert!(validate_create(v1, &o).is_empty());
+        o["metadata"]["name"] = json!("Bad");
+        assert_eq!(validate_create(v1, &o)[0].field, "metadata.name");
     }
 
     #[test]

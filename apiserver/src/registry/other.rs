@@ -261,6 +261,19 @@ pub fn validate_hpa(o: &Value) -> Vec<FieldError> {
     out
 }
 
+/// `ValidateHorizontalPodAutoscalerStatusUpdate`.
+pub fn validate_hpa_status(o: &Value) -> Vec<FieldError> {
+    let empty = json!({});
+    let status = o.get("status").unwrap_or(&empty);
+    ["currentReplicas", "desiredReplicas"]
+        .iter()
+        .filter_map(|k| {
+            let n = int(status, k)?;
+            (n < 0).then(|| FieldError::invalid(format!("status.{k}"), &Value::from(n), NEGATIVE))
+        })
+        .collect()
+}
+
 const METRIC_TYPES: &[&str] = &[
     "ContainerResource",
     "External",

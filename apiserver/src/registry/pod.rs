@@ -267,10 +267,14 @@ pub fn validate_pod_template(template: &Value, path: &str) -> Vec<FieldError> {
         &p(&mp, "annotations"),
     ));
     let empty = json!({});
-    out.extend(validate_pod_spec(
-        template.get("spec").unwrap_or(&empty),
-        &p(path, "spec"),
-    ));
+    let spec = template.get("spec").unwrap_or(&empty);
+    out.extend(validate_pod_spec(spec, &p(path, "spec")));
+    if !arr(spec, "ephemeralContainers").is_empty() {
+        out.push(FieldError::forbidden(
+            p(&p(path, "spec"), "ephemeralContainers"),
+            "ephemeral containers not allowed in pod template",
+        ));
+    }
     out
 }
 
@@ -303,12 +307,6 @@ pub fn validate_pod_spec(spec: &Value, path: &str) -> Vec<FieldError> {
         path,
         &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"],
     ));
-    if s(spec, "dnsPolicy") == Some("None") && spec.get("dnsConfig").is_none_or(Value::is_null) {
-        out.push(FieldError::required_msg(
-            p(path, "dnsConfig"),
-            "must provide `dnsConfig` when `dnsPolicy` is None",
-        ));
-    }
     out.extend(validate_labels(
         spec.get("nodeSelector"),
         &p(path, "nodeSelector"),
@@ -340,6 +338,130 @@ pub fn validate_pod_spec(spec: &Value, path: &str) -> Vec<FieldError> {
         arr(spec, "tolerations"),
         &p(path, "tolerations"),
     ));
+    out.extend(validate_host_network_ports(spec, path));
+    out.extend(validate_dns_config(spec, path));
+    if let Some(pc) = s(spec, "priorityClassName").filter(|v| !v.is_empty()) {
+        out.extend(invalid_each(
+            &p(path, "priorityClassName"),
+            pc,
+            is_dns1123_subdomain(pc),
+        ));
+    }
+    out.extend(validate_optional_enum(
+        spec,
+        "preemptionPolicy",
+        path,
+        &["PreemptLowerPriority", "Never"],
+    ));
+    for (i, alias) in arr(spec, "hostAliases").iter().enumerate() {
+        let ap = ix(&p(path, "hostAliases"), i);
+        let ip = s(alias, "ip").unwrap_or_default();
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            out.push(FieldError::invalid(p(&ap, "ip"), &sv(ip), IP_MSG));
+        }
+        for (j, h) in arr(alias, "hostnames").iter().enumerate() {
+            let h = h.as_str().unwrap_or_default();
+            out.extend(invalid_each(
+                &ix(&p(&ap, "hostnames"), j),
+                h,
+                is_dns1123_subdomain(h),
+            ));
+        }
+    }
+    let mut gates: Vec<&str> = Vec::new();
+    for (i, g) in arr(spec, "schedulingGates").iter().enumerate() {
+        let gp = ix(&p(path, "schedulingGates"), i);
+        let name = s(g, "name").unwrap_or_default();
+        out.extend(invalid_each(&gp, name, is_qualified_name(name)));
+        if gates.contains(&name) {
+            out.push(FieldError::duplicate(&gp, &sv(name)));
+        }
+        gates.push(name);
+    }
+    out
+}
+
+pub const IP_MSG: &str = "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)";
+
+/// `validatePodHostNetworkDeps`: with hostNetwork, hostPort (when set) equals containerPort.
+fn validate_host_network_ports(spec: &Value, path: &str) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    if !is_true(spec, "hostNetwork") {
+        return out;
+    }
+    for (i, c) in arr(spec, "containers").iter().enumerate() {
+        let pp = p(&ix(&p(path, "containers"), i), "ports");
+        for (j, port) in arr(c, "ports").iter().enumerate() {
+            let hp = int(port, "hostPort").unwrap_or(0);
+            if hp != 0 && Some(hp) != int(port, "containerPort") {
+                out.push(FieldError::invalid(
+                    p(&ix(&pp, j), "hostPort"),
+                    &Value::from(hp),
+                    "must match `containerPort` when `hostNetwork` is true",
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// `validatePodDNSConfig`.
+fn validate_dns_config(spec: &Value, path: &str) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    let dp = p(path, "dnsConfig");
+    let cfg = spec.get("dnsConfig").filter(|v| !v.is_null());
+    let none = s(spec, "dnsPolicy") == Some("None");
+    let Some(cfg) = cfg else {
+        if none {
+            out.push(FieldError::required_msg(
+                dp,
+                "must provide `dnsConfig` when `dnsPolicy` is None",
+            ));
+        }
+        return out;
+    };
+    let nameservers = arr(cfg, "nameservers");
+    if none && nameservers.is_empty() {
+        out.push(FieldError::required_msg(
+            p(&dp, "nameservers"),
+            "must provide at least one DNS nameserver when `dnsPolicy` is None",
+        ));
+        return out;
+    }
+    if nameservers.len() > 3 {
+        out.push(FieldError::invalid(
+            p(&dp, "nameservers"),
+            &Value::Array(nameservers.to_vec()),
+            "must not have more than 3 nameservers",
+        ));
+    }
+    for (i, ns) in nameservers.iter().enumerate() {
+        let ns = ns.as_str().unwrap_or_default();
+        if ns.parse::<std::net::IpAddr>().is_err() {
+            out.push(FieldError::invalid(
+                ix(&p(&dp, "nameservers"), i),
+                &sv(ns),
+                IP_MSG,
+            ));
+        }
+    }
+    for (i, search) in arr(cfg, "searches").iter().enumerate() {
+        let search = search.as_str().unwrap_or_default();
+        let trimmed = search.strip_suffix('.').unwrap_or(search);
+        out.extend(invalid_each(
+            &ix(&p(&dp, "searches"), i),
+            trimmed,
+            is_dns1123_subdomain(trimmed),
+        ));
+    }
+    for (i, o) in arr(cfg, "options").iter().enumerate() {
+        if s(o, "name").unwrap_or_default().is_empty() {
+            out.push(FieldError::required_msg(
+                ix(&p(&dp, "options"), i),
+                "must not be empty",
+            ));
+        }
+    }
     out
 }
 
@@ -527,7 +649,7 @@ fn validate_key_to_path(item: &Value, path: &str) -> Vec<FieldError> {
 
 fn no_backsteps(target: &str, path: &str) -> Option<FieldError> {
     target
-        .split(['/', '\\'])
+        .split('/')
         .any(|part| part == "..")
         .then(|| FieldError::invalid(path, &sv(target), "must not contain '..'"))
 }
@@ -880,6 +1002,16 @@ fn is_standard_container_resource(name: &str) -> bool {
     matches!(name, "cpu" | "memory" | "ephemeral-storage") || name.starts_with("hugepages-")
 }
 
+/// `ValidateResourceQuantityValue`: non-negative, and whole for extended resources.
+fn validate_resource_quantity(name: &str, q: &Value, path: &str) -> Option<FieldError> {
+    if let Some(e) = validate_quantity(q, path) {
+        return Some(e);
+    }
+    let extended = name.contains('/') && !name.contains("kubernetes.io/");
+    let whole = quantity::parse(q).is_some_and(|n| (n * 1000.0).round() % 1000.0 == 0.0);
+    (extended && !whole).then(|| FieldError::invalid(path, q, "must be an integer"))
+}
+
 /// `IsOvercommitAllowed`: native resources other than hugepages may request less than limits.
 fn overcommit_allowed(name: &str) -> bool {
     let native = !name.contains('/') || name.contains("kubernetes.io/");
@@ -909,13 +1041,19 @@ fn validate_resources(res: &Value, path: &str) -> Vec<FieldError> {
     for (name, q) in limits {
         let kp = key(&lp, name);
         out.extend(validate_container_resource_name(name, &kp));
-        out.extend(validate_quantity(q, &kp));
+        out.extend(validate_resource_quantity(name, q, &kp));
     }
     for (name, q) in requests {
         let kp = key(&rp, name);
         out.extend(validate_container_resource_name(name, &kp));
-        out.extend(validate_quantity(q, &kp));
+        out.extend(validate_resource_quantity(name, q, &kp));
         let Some(limit) = limits.get(name) else {
+            if !overcommit_allowed(name) {
+                out.push(FieldError::required_msg(
+                    &lp,
+                    "Limit must be set for non overcommitable resources",
+                ));
+            }
             continue;
         };
         if let (Some(r), Some(l)) = (quantity::parse(q), quantity::parse(limit)) {
@@ -923,7 +1061,7 @@ fn validate_resources(res: &Value, path: &str) -> Vec<FieldError> {
                 out.push(FieldError::invalid(
                     &rp,
                     &sv(&quantity::show(q)),
-                    &format!("must be equal to {name} limit"),
+                    &format!("must be equal to {name} limit of {}", quantity::show(limit)),
                 ));
             } else if r > l {
                 out.push(FieldError::invalid(
@@ -1045,11 +1183,17 @@ pub fn validate_tolerations(tolerations: &[Value], path: &str) -> Vec<FieldError
         }
         let value = s(t, "value").unwrap_or_default();
         match op {
-            "" | "Equal" => out.extend(invalid_each(
-                &p(&tp, "value"),
-                value,
-                is_valid_label_value(value),
-            )),
+            // Upstream reports bad values on `operator`, messages joined by ';'.
+            "" | "Equal" => {
+                let msgs = is_valid_label_value(value);
+                if !msgs.is_empty() {
+                    out.push(FieldError::invalid(
+                        p(&tp, "operator"),
+                        &sv(value),
+                        &msgs.join(";"),
+                    ));
+                }
+            }
             "Exists" if !value.is_empty() => out.push(FieldError::invalid(
                 p(&tp, "operator"),
                 t,
@@ -1322,15 +1466,23 @@ mod tests {
             (json!({"containers": [c(json!({"resources": {"requests": {"memory": "lots"}}}))]}),
                 "spec.containers[0].resources.requests[memory]", "Invalid value: \"lots\": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"),
             (json!({"containers": [c(json!({"resources": {"limits": {"example.com/gpu": "2"}, "requests": {"example.com/gpu": "1"}}}))]}),
-                "spec.containers[0].resources.requests", "Invalid value: \"1\": must be equal to example.com/gpu limit"),
+                "spec.containers[0].resources.requests", "Invalid value: \"1\": must be equal to example.com/gpu limit of 2"),
             (json!({"containers": [c(json!({"resources": {"requests": {"gpu": "1"}}}))]}),
                 "spec.containers[0].resources.requests[gpu]", "Invalid value: \"gpu\": must be a standard resource for containers"),
+            (json!({"tolerations": [{"key": "k", "operator": "Equal", "value": "a b"}], "containers": [c(json!({}))]}),
+                "spec.tolerations[0].operator", "Invalid value: \"a b\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"),
             (json!({"tolerations": [{"key": "k", "operator": "Maybe"}], "containers": [c(json!({}))]}),
                 "spec.tolerations[0].operator", "Unsupported value: \"Maybe\": supported values: \"Equal\", \"Exists\""),
             (json!({"tolerations": [{"key": "k", "operator": "Exists", "effect": "Never"}], "containers": [c(json!({}))]}),
                 "spec.tolerations[0].effect", "Unsupported value: \"Never\": supported values: \"NoSchedule\", \"PreferNoSchedule\", \"NoExecute\""),
             (json!({"nodeSelector": {"bad key!": "x"}, "containers": [c(json!({}))]}),
                 "spec.nodeSelector", "Invalid value: \"bad key!\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"),
+            (json!({"dnsPolicy": "None", "containers": [c(json!({}))]}),
+                "spec.dnsConfig", "Required value: must provide `dnsConfig` when `dnsPolicy` is None"),
+            (json!({"hostNetwork": true, "containers": [c(json!({"ports": [{"containerPort": 80, "hostPort": 81}]}))]}),
+                "spec.containers[0].ports[0].hostPort", "Invalid value: 81: must match `containerPort` when `hostNetwork` is true"),
+            (json!({"preemptionPolicy": "Always", "containers": [c(json!({}))]}),
+                "spec.preemptionPolicy", "Unsupported value: \"Always\": supported values: \"PreemptLowerPriority\", \"Never\""),
             (json!({"activeDeadlineSeconds": 0, "containers": [c(json!({}))]}),
                 "spec.activeDeadlineSeconds", "Invalid value: 0: must be between 1 and 2147483647, inclusive"),
             (json!({"terminationGracePeriodSeconds": -1, "containers": [c(json!({}))]}),

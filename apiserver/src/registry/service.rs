@@ -129,7 +129,9 @@ pub fn validate_service(o: &Value) -> Vec<FieldError> {
         &["ClientIP", "None"],
     ));
     if s(spec, "sessionAffinity") == Some("None")
-        && spec.get("sessionAffinityConfig").is_some_and(|v| !v.is_null())
+        && spec
+            .get("sessionAffinityConfig")
+            .is_some_and(|v| !v.is_null())
     {
         out.push(FieldError::forbidden(
             "spec.sessionAffinityConfig",
