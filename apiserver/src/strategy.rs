@@ -117,6 +117,9 @@ pub fn prepare_update(def: &ResourceDef, old: &Value, new: &mut Value, sub: Opti
             }
         }
     }
+    if def.storage == "services" {
+        keep_allocations(old, new);
+    }
     // The server owns these: a client cannot change them with an update.
     let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
     let spec_changed = !object::spec_equal(old, new);
@@ -139,6 +142,42 @@ pub fn prepare_update(def: &ResourceDef, old: &Value, new: &mut Value, sub: Opti
             .and_then(Value::as_i64)
             .unwrap_or(0);
         meta.insert("generation".into(), json!(g + 1));
+    }
+}
+
+/// A service update that leaves out its cluster IPs or node ports keeps the allocated ones, as
+/// upstream's service REST does (kubectl apply never sends them).
+fn keep_allocations(old: &Value, new: &mut Value) {
+    let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for f in ["clusterIP", "clusterIPs"] {
+        let empty = spec
+            .get(f)
+            .is_none_or(|v| v.is_null() || v == "" || v == &json!([]));
+        if let (true, Some(v)) = (empty, old.pointer(&format!("/spec/{f}"))) {
+            spec.insert(f.into(), v.clone());
+        }
+    }
+    let old_ports = old
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for p in ports {
+            if p.get("nodePort").is_some_and(|n| !n.is_null() && n != 0) {
+                continue;
+            }
+            let same = old_ports.iter().find(|o| {
+                o.get("port") == p.get("port")
+                    && o.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
+                        == p.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
+            });
+            if let Some(n) = same.and_then(|o| o.get("nodePort")) {
+                p["nodePort"] = n.clone();
+            }
+        }
     }
 }
 

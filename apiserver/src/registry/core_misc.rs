@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::meta::{
     arr, child_mut, default_field, default_str, immutable, int, invalid_each, is_config_map_key,
-    is_dns1123_label, is_qualified_name, ix, key, obj, p, s, sv,
+    is_dns1123_label, is_qualified_name, ix, key, kube_finalizer_name, obj, p, s, sv,
 };
 use super::pod::{
     port_number, validate_enum, validate_optional_enum, validate_quantity, VOLUME_SOURCES,
@@ -232,15 +232,8 @@ pub fn validate_namespace(o: &Value) -> Vec<FieldError> {
     {
         let name = f.as_str().unwrap_or_default();
         let fp = ix("spec.finalizers", i);
-        if !name.contains('/') && name != "kubernetes" {
-            out.push(FieldError::invalid(
-                fp,
-                &sv(name),
-                "name is neither a standard finalizer name nor is it fully qualified",
-            ));
-        } else {
-            out.extend(invalid_each(&fp, name, is_qualified_name(name)));
-        }
+        out.extend(invalid_each(&fp, name, is_qualified_name(name)));
+        out.extend(kube_finalizer_name(name, &fp));
     }
     out
 }

@@ -543,18 +543,32 @@ pub fn validate_object_meta(def: &ResourceDef, o: &Value) -> Vec<FieldError> {
     out.extend(validate_owner_references(meta));
     for (i, f) in arr(meta, "finalizers").iter().enumerate() {
         let name = f.as_str().unwrap_or_default();
+        // apimachinery reports on the list, the core check on the item.
         out.extend(invalid_each(
-            &ix("metadata.finalizers", i),
+            "metadata.finalizers",
             name,
             is_qualified_name(name),
         ));
+        out.extend(kube_finalizer_name(name, &ix("metadata.finalizers", i)));
     }
     out
 }
 
+/// `validateKubeFinalizerName`: unqualified finalizers must be standard ones.
+pub fn kube_finalizer_name(name: &str, path: &str) -> Option<FieldError> {
+    let standard = ["kubernetes", "orphan", "foregroundDeletion"];
+    (!name.contains('/') && !standard.contains(&name)).then(|| {
+        FieldError::invalid(
+            path,
+            &sv(name),
+            "name is neither a standard finalizer name nor is it fully qualified",
+        )
+    })
+}
+
 fn validate_owner_references(meta: &Value) -> Vec<FieldError> {
     let mut out = Vec::new();
-    let mut controllers = 0;
+    let mut controllers: Vec<String> = Vec::new();
     for (i, r) in arr(meta, "ownerReferences").iter().enumerate() {
         let rp = ix("metadata.ownerReferences", i);
         for (k, what) in [
@@ -572,15 +586,20 @@ fn validate_owner_references(meta: &Value) -> Vec<FieldError> {
             }
         }
         if is_true(r, "controller") {
-            controllers += 1;
+            let name = format!(
+                "{}/{}",
+                s(r, "kind").unwrap_or_default(),
+                s(r, "name").unwrap_or_default()
+            );
+            if let Some(first) = controllers.first() {
+                out.push(FieldError::invalid(
+                    "metadata.ownerReferences",
+                    meta.get("ownerReferences").unwrap_or(&Value::Null),
+                    &format!("Only one reference can have Controller set to true. Found \"true\" in references for {first} and {name}"),
+                ));
+            }
+            controllers.push(name);
         }
-    }
-    if controllers > 1 {
-        out.push(FieldError::invalid(
-            "metadata.ownerReferences",
-            &Value::from(controllers),
-            "Only one reference can have Controller set to true",
-        ));
     }
     out
 }
@@ -714,6 +733,33 @@ mod tests {
         let errs =
             validate_object_meta(svc, &json!({"metadata": {"name": "1a", "namespace": "d"}}));
         assert!(errs[0].message.contains("DNS-1035"));
+    }
+
+    #[test]
+    fn finalizers_and_owners() {
+        let pods = find("", "v1", "pods").unwrap();
+        let o = json!({"metadata": {"name": "a", "namespace": "d",
+            "finalizers": ["example.com/cleanup", "foregroundDeletion", "mine"]}});
+        let errs: Vec<String> = validate_object_meta(pods, &o)
+            .iter()
+            .map(FieldError::display)
+            .collect();
+        assert_eq!(errs, vec!["metadata.finalizers[2]: Invalid value: \"mine\": name is neither a standard finalizer name nor is it fully qualified"]);
+        let o = json!({"metadata": {"name": "a", "namespace": "d", "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "r1", "uid": "1", "controller": true},
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "r2", "uid": "2", "controller": true},
+            {"apiVersion": "v1", "kind": "", "name": "x", "uid": "3"}]}});
+        let errs: Vec<String> = validate_object_meta(pods, &o)
+            .iter()
+            .map(|e| e.field.clone())
+            .collect();
+        assert_eq!(
+            errs,
+            vec![
+                "metadata.ownerReferences",
+                "metadata.ownerReferences[2].kind"
+            ]
+        );
     }
 
     #[test]

@@ -29,9 +29,13 @@ pub fn default_pod(pod: &mut Value) {
             cs.iter_mut().for_each(requests_from_limits);
         }
     }
-    // Priority admission: no priorityClassName means the default priority 0.
-    if s(spec, "priorityClassName").is_none_or(str::is_empty) {
-        default_field(spec, "priority", json!(0));
+    // Priority admission: the built-in classes' values, else the default priority 0
+    // (other classes are resolved by whoever knows the PriorityClass objects).
+    match s(spec, "priorityClassName").unwrap_or_default() {
+        "" => default_field(spec, "priority", json!(0)),
+        "system-node-critical" => default_field(spec, "priority", json!(2_000_001_000)),
+        "system-cluster-critical" => default_field(spec, "priority", json!(2_000_000_000)),
+        _ => {}
     }
     default_str(spec, "preemptionPolicy", "PreemptLowerPriority");
     default_toleration_seconds(spec);
@@ -1399,6 +1403,16 @@ mod tests {
         let mut again = p.clone();
         default_pod(&mut again);
         assert_eq!(again, p);
+    }
+
+    #[test]
+    fn builtin_priority_classes() {
+        let p = defaulted(json!({"priorityClassName": "system-node-critical",
+            "containers": [{"name": "c", "image": "x"}]}));
+        assert_eq!(p["spec"]["priority"], 2_000_001_000);
+        let p = defaulted(json!({"priorityClassName": "custom",
+            "containers": [{"name": "c", "image": "x"}]}));
+        assert!(p["spec"].get("priority").is_none());
     }
 
     #[test]

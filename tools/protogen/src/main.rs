@@ -529,14 +529,19 @@ impl Gen<'_> {
                             if !sm.fields.is_empty()
                                 && sm.fields.iter().all(|sf| props.contains_key(&norm(&sf.rust))) =>
                         {
-                            let name = sub.dotted();
-                            if self.def_names.contains_key(&name.to_lowercase()) {
-                                self.errors.push(format!(
-                                    "{table_name}.{}: inline message {name} has a definition",
-                                    f.rust
-                                ));
-                            }
-                            self.enqueue(name.clone(), sub.clone(), props_def.to_string());
+                            // A message with a definition of its own (LocalObjectReference)
+                            // takes its JSON names from it; others from the owner's.
+                            let name = match self.def_of(sub) {
+                                Some(def) => {
+                                    self.enqueue(def.clone(), sub.clone(), def.clone());
+                                    def
+                                }
+                                None => {
+                                    let name = sub.dotted();
+                                    self.enqueue(name.clone(), sub.clone(), props_def.to_string());
+                                    name
+                                }
+                            };
                             fields.push(OutField {
                                 tag: f.tag,
                                 json: String::new(),
@@ -664,7 +669,8 @@ fn run() -> Result<(), Error> {
                 "one"
             };
             if ctor == "inline" {
-                writeln!(s, "Field::inline({}, {}),", f.tag, f.kind)?;
+                let name = f.kind.trim_start_matches("Kind::Inline(").trim_end_matches(')');
+                writeln!(s, "Field::inline({}, {name}),", f.tag)?;
             } else {
                 writeln!(s, "Field::{ctor}({}, {:?}, {}),", f.tag, f.json, f.kind)?;
             }
