@@ -15,9 +15,9 @@ use crate::tables;
 /// Parses a body as JSON, or YAML when the content type says so.
 pub fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
     let ct = content_type(headers);
-    if ct.contains("protobuf") {
-        // JSON and YAML only: client-go falls back to JSON on a 415.
-        return Err(ApiError::unsupported_media_type(ct));
+    if ct.starts_with(crate::protobuf::CONTENT_TYPE) {
+        // kubectl's typed commands (`create namespace`, `create configmap`, ...) send protobuf.
+        return crate::protobuf::decode(body).map_err(|e| ApiError::bad_request(e.to_string()));
     }
     if ct.contains("yaml") {
         let text = std::str::from_utf8(body)
@@ -162,13 +162,13 @@ pub fn set_resource_version(obj: &mut Value, rv: u64) {
     crate::object::meta_mut(obj).insert("resourceVersion".into(), Value::String(rv.to_string()));
 }
 
-/// The bytes stored for an object: without `resourceVersion`, which is the store's revision.
-pub fn to_stored(obj: &Value) -> Bytes {
-    let mut obj = obj.clone();
+/// The bytes stored for an object: without `resourceVersion`, which is the store's revision (it
+/// is removed from `obj`; callers set the new one from the write's revision).
+pub fn to_stored(obj: &mut Value) -> Bytes {
     if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
+        m.shift_remove("resourceVersion");
     }
-    Bytes::from(serde_json::to_vec(&obj).expect("a Value always serializes"))
+    Bytes::from(serde_json::to_vec(obj).expect("a Value always serializes"))
 }
 
 /// A `List` of objects in `def`'s version.

@@ -24,7 +24,7 @@ pub async fn bootstrap(store: &dyn Storage) -> Result<(), StorageError> {
         if store.get(&key).await?.is_some() {
             continue;
         }
-        let obj = json!({
+        let mut obj = json!({
             "kind": "Namespace", "apiVersion": "v1",
             "metadata": {"name": ns, "uid": uuid::Uuid::new_v4().to_string(),
                 "creationTimestamp": object::now_rfc3339(),
@@ -32,7 +32,7 @@ pub async fn bootstrap(store: &dyn Storage) -> Result<(), StorageError> {
             "spec": {"finalizers": ["kubernetes"]},
             "status": {"phase": "Active"},
         });
-        match store.create(&key, codec::to_stored(&obj)).await {
+        match store.create(&key, codec::to_stored(&mut obj)).await {
             Ok(_) | Err(StorageError::AlreadyExists(_)) => {}
             Err(e) => return Err(e),
         }
@@ -136,7 +136,7 @@ async fn finalize_if_deleting(store: &dyn Storage, value: &[u8]) -> Result<(), S
             store.delete(&key, Some(kv.mod_revision)).await.map(|_| ())
         } else {
             store
-                .update(&key, codec::to_stored(&ns), kv.mod_revision)
+                .update(&key, codec::to_stored(&mut ns), kv.mod_revision)
                 .await
                 .map(|_| ())
         };

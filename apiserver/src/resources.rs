@@ -57,7 +57,7 @@ impl std::fmt::Debug for TypeOps {
 }
 
 fn roundtrip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, serde_json::Error> {
-    let typed: T = serde_json::from_value(v.clone())?;
+    let typed = T::deserialize(v)?;
     serde_json::to_value(typed)
 }
 

@@ -245,8 +245,19 @@ async fn check_namespace_accepts(ctx: &Ctx<'_>, ns: &str) -> Result<(), ApiError
         .await
         .map_err(|e| ctx.storage_err(e))?
         .ok_or_else(|| ApiError::not_found("", "namespaces", ns))?;
-    let obj: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-    if object::is_deleting(&obj) {
+    // Only the deletion timestamp matters: skip decoding the rest of the namespace.
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        #[serde(rename = "deletionTimestamp")]
+        deletion: Option<serde::de::IgnoredAny>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Ns {
+        metadata: Meta,
+    }
+    let deleting =
+        serde_json::from_slice::<Ns>(&kv.value).is_ok_and(|n| n.metadata.deletion.is_some());
+    if deleting {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "Forbidden",
@@ -312,7 +323,7 @@ async fn create_object(ctx: &Ctx<'_>, mut obj: Value, record: bool) -> Result<Va
         if ctx.params.dry_run()? {
             return Ok(obj);
         }
-        match ctx.store().create(&key, codec::to_stored(&obj)).await {
+        match ctx.store().create(&key, codec::to_stored(&mut obj)).await {
             Ok(kv) => {
                 codec::set_resource_version(&mut obj, kv.mod_revision);
                 return Ok(obj);
@@ -388,7 +399,7 @@ async fn write_update(
     }
     match ctx
         .store()
-        .update(&cur.kv.key, codec::to_stored(&new), cur.kv.mod_revision)
+        .update(&cur.kv.key, codec::to_stored(&mut new), cur.kv.mod_revision)
         .await
     {
         Ok(kv) => {
@@ -726,7 +737,7 @@ pub async fn delete_object(ctx: &Ctx<'_>, opts: &DeleteOptions) -> Result<Value,
             }
             match ctx
                 .store()
-                .update(&cur.kv.key, codec::to_stored(&obj), cur.kv.mod_revision)
+                .update(&cur.kv.key, codec::to_stored(&mut obj), cur.kv.mod_revision)
                 .await
             {
                 Ok(kv) => {

@@ -183,7 +183,7 @@ async fn scale(ctx: &Ctx<'_>, method: &Method, body: &Bytes) -> Result<Response,
             .unwrap_or(0);
         object::meta_mut(&mut obj).insert("generation".into(), json!(g + 1));
         match store
-            .update(&key, codec::to_stored(&obj), kv.mod_revision)
+            .update(&key, codec::to_stored(&mut obj), kv.mod_revision)
             .await
         {
             Ok(kv) => {
@@ -270,7 +270,7 @@ async fn binding(ctx: &Ctx<'_>, body: &Bytes) -> Result<Response, ApiError> {
         conds.push(cond);
         pod["status"]["conditions"] = json!(conds);
         match store
-            .update(&key, codec::to_stored(&pod), kv.mod_revision)
+            .update(&key, codec::to_stored(&mut pod), kv.mod_revision)
             .await
         {
             Ok(_) => {

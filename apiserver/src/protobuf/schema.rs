@@ -1579,14 +1579,14 @@ pub static MESSAGES: &[Message] = &[
     Message {
         name: "io.k8s.api.core.v1.ConfigMapEnvSource",
         fields: &[
-            Field::inline(1, Kind::Inline("io.k8s.api.core.v1.LocalObjectReference")),
+            Field::inline(1, "io.k8s.api.core.v1.LocalObjectReference"),
             Field::one(2, "optional", Kind::Bool),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.ConfigMapKeySelector",
         fields: &[
-            Field::inline(1, Kind::Inline("io.k8s.api.core.v1.LocalObjectReference")),
+            Field::inline(1, "io.k8s.api.core.v1.LocalObjectReference"),
             Field::one(2, "key", Kind::String),
             Field::one(3, "optional", Kind::Bool),
         ],
@@ -1604,7 +1604,7 @@ pub static MESSAGES: &[Message] = &[
     Message {
         name: "io.k8s.api.core.v1.ConfigMapProjection",
         fields: &[
-            Field::inline(1, Kind::Inline("io.k8s.api.core.v1.LocalObjectReference")),
+            Field::inline(1, "io.k8s.api.core.v1.LocalObjectReference"),
             Field::many(2, "items", Kind::Message("io.k8s.api.core.v1.KeyToPath")),
             Field::one(4, "optional", Kind::Bool),
         ],
@@ -1612,7 +1612,7 @@ pub static MESSAGES: &[Message] = &[
     Message {
         name: "io.k8s.api.core.v1.ConfigMapVolumeSource",
         fields: &[
-            Field::inline(1, Kind::Inline("io.k8s.api.core.v1.LocalObjectReference")),
+            Field::inline(1, "io.k8s.api.core.v1.LocalObjectReference"),
             Field::many(2, "items", Kind::Message("io.k8s.api.core.v1.KeyToPath")),
             Field::one(3, "defaultMode", Kind::Int32),
             Field::one(4, "optional", Kind::Bool),
@@ -2002,10 +2002,7 @@ pub static MESSAGES: &[Message] = &[
     Message {
         name: "io.k8s.api.core.v1.EphemeralContainer",
         fields: &[
-            Field::inline(
-                1,
-                Kind::Inline("io.k8s.api.core.v1.EphemeralContainerCommon"),
-            ),
+            Field::inline(1, "io.k8s.api.core.v1.EphemeralContainerCommon"),
             Field::omit_zero(2, "targetContainerName", Kind::String),
         ],
     },
@@ -2985,7 +2982,7 @@ pub static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.PersistentVolumeSpec",
         fields: &[
             Field::one(1, "capacity", Kind::Map(&Kind::Quantity)),
-            Field::inline(2, Kind::Inline("io.k8s.api.core.v1.PersistentVolumeSource")),
+            Field::inline(2, "io.k8s.api.core.v1.PersistentVolumeSource"),
             Field::many(3, "accessModes", Kind::String),
             Field::one(
                 4,
@@ -3412,7 +3409,7 @@ pub static MESSAGES: &[Message] = &[
     Message {
         name: "io.k8s.api.core.v1.Probe",
         fields: &[
-            Field::inline(1, Kind::Inline("io.k8s.api.core.v1.ProbeHandler")),
+            Field::inline(1, "io.k8s.api.core.v1.ProbeHandler"),
             Field::omit_zero(2, "initialDelaySeconds", Kind::Int32),
             Field::omit_zero(3, "timeoutSeconds", Kind::Int32),
             Field::omit_zero(4, "periodSeconds", Kind::Int32),
@@ -3723,14 +3720,14 @@ pub static MESSAGES: &[Message] = &[
     Message {
         name: "io.k8s.api.core.v1.SecretEnvSource",
         fields: &[
-            Field::inline(1, Kind::Inline("io.k8s.api.core.v1.LocalObjectReference")),
+            Field::inline(1, "io.k8s.api.core.v1.LocalObjectReference"),
             Field::one(2, "optional", Kind::Bool),
         ],
     },
     Message {
         name: "io.k8s.api.core.v1.SecretKeySelector",
         fields: &[
-            Field::inline(1, Kind::Inline("io.k8s.api.core.v1.LocalObjectReference")),
+            Field::inline(1, "io.k8s.api.core.v1.LocalObjectReference"),
             Field::one(2, "key", Kind::String),
             Field::one(3, "optional", Kind::Bool),
         ],
@@ -3738,7 +3735,7 @@ pub static MESSAGES: &[Message] = &[
     Message {
         name: "io.k8s.api.core.v1.SecretProjection",
         fields: &[
-            Field::inline(1, Kind::Inline("io.k8s.api.core.v1.LocalObjectReference")),
+            Field::inline(1, "io.k8s.api.core.v1.LocalObjectReference"),
             Field::many(2, "items", Kind::Message("io.k8s.api.core.v1.KeyToPath")),
             Field::one(4, "optional", Kind::Bool),
         ],
@@ -4022,7 +4019,7 @@ pub static MESSAGES: &[Message] = &[
         name: "io.k8s.api.core.v1.Volume",
         fields: &[
             Field::one(1, "name", Kind::String),
-            Field::inline(2, Kind::Inline("io.k8s.api.core.v1.VolumeSource")),
+            Field::inline(2, "io.k8s.api.core.v1.VolumeSource"),
         ],
     },
     Message {
@@ -4554,7 +4551,7 @@ pub static MESSAGES: &[Message] = &[
         name: "io.k8s.api.networking.v1.IngressRule",
         fields: &[
             Field::omit_zero(1, "host", Kind::String),
-            Field::inline(2, Kind::Inline("io.k8s.api.networking.v1.IngressRuleValue")),
+            Field::inline(2, "io.k8s.api.networking.v1.IngressRuleValue"),
         ],
     },
     Message {

@@ -276,11 +276,7 @@ fn resolve(module: &[String], path: &syn::Path) -> MsgRef {
     }
 }
 
-fn parse_field(
-    module: &[String],
-    f: &syn::Field,
-    msg: &str,
-) -> Result<Option<PField>, Error> {
+fn parse_field(module: &[String], f: &syn::Field, msg: &str) -> Result<Option<PField>, Error> {
     let Some(attr) = f.attrs.iter().find(|a| a.path().is_ident("prost")) else {
         return Ok(None);
     };
@@ -301,12 +297,18 @@ fn parse_field(
                     "message" => is_message = true,
                     other => match Scalar::parse(other) {
                         Some(s) => scalar = Some(s),
-                        None => return Err(format!("{msg}.{rust}: prost attribute `{other}`").into()),
+                        None => {
+                            return Err(format!("{msg}.{rust}: prost attribute `{other}`").into())
+                        }
                     },
                 }
             }
             Meta::NameValue(nv) => {
-                let name = nv.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
+                let name = nv
+                    .path
+                    .get_ident()
+                    .map(|i| i.to_string())
+                    .unwrap_or_default();
                 let syn::Expr::Lit(syn::ExprLit {
                     lit: syn::Lit::Str(s),
                     ..
@@ -328,9 +330,7 @@ fn parse_field(
                         }
                         map_value = Some(val.trim().to_string());
                     }
-                    other => {
-                        return Err(format!("{msg}.{rust}: prost attribute `{other}`").into())
-                    }
+                    other => return Err(format!("{msg}.{rust}: prost attribute `{other}`").into()),
                 }
             }
             Meta::List(_) => return Err(format!("{msg}.{rust}: prost attribute list").into()),
@@ -512,8 +512,9 @@ impl Gen<'_> {
             return;
         };
         let Some(props) = self.props(props_def) else {
-            self.errors
-                .push(format!("{table_name}: definition {props_def} has no properties"));
+            self.errors.push(format!(
+                "{table_name}: definition {props_def} has no properties"
+            ));
             return;
         };
         let mut fields = Vec::new();
@@ -527,7 +528,10 @@ impl Gen<'_> {
                     match self.proto.get(sub) {
                         Some(sm)
                             if !sm.fields.is_empty()
-                                && sm.fields.iter().all(|sf| props.contains_key(&norm(&sf.rust))) =>
+                                && sm
+                                    .fields
+                                    .iter()
+                                    .all(|sf| props.contains_key(&norm(&sf.rust))) =>
                         {
                             // A message with a definition of its own (LocalObjectReference)
                             // takes its JSON names from it; others from the owner's.
@@ -595,6 +599,10 @@ fn run() -> Result<(), Error> {
         .nth(1)
         .map(PathBuf::from)
         .unwrap_or_else(|| manifest_dir.join("../../apiserver/src/protobuf/schema.rs"));
+    let output = match (output.parent(), output.file_name()) {
+        (Some(dir), Some(file)) => dir.canonicalize()?.join(file),
+        _ => output,
+    };
 
     let src = k8s_pb_src()?;
     let proto = parse_k8s_pb(&src)?;
@@ -613,7 +621,10 @@ fn run() -> Result<(), Error> {
 
     let mut g = Gen {
         proto: &proto,
-        proto_by_name: proto.keys().map(|m| (m.dotted().to_lowercase(), m.clone())).collect(),
+        proto_by_name: proto
+            .keys()
+            .map(|m| (m.dotted().to_lowercase(), m.clone()))
+            .collect(),
         defs: &defs,
         def_names: defs.keys().map(|k| (k.to_lowercase(), k.clone())).collect(),
         omitempty,
@@ -669,7 +680,10 @@ fn run() -> Result<(), Error> {
                 "one"
             };
             if ctor == "inline" {
-                let name = f.kind.trim_start_matches("Kind::Inline(").trim_end_matches(')');
+                let name = f
+                    .kind
+                    .trim_start_matches("Kind::Inline(")
+                    .trim_end_matches(')');
                 writeln!(s, "Field::inline({}, {name}),", f.tag)?;
             } else {
                 writeln!(s, "Field::{ctor}({}, {:?}, {}),", f.tag, f.json, f.kind)?;
