@@ -1,6 +1,5 @@
 //! Every route of the apiserver in one table, and the layers around them.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,33 +90,51 @@ async fn openapi_document(Path(path): Path<String>) -> Response {
 
 async fn core_resource(
     State(server): State<Arc<ApiServer>>,
-    Path(p): Path<HashMap<String, String>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    Path((version, rest)): Path<(String, String)>,
+    req: Request,
 ) -> Response {
-    let version = p.get("version").map(String::as_str).unwrap_or("");
-    let rest = p.get("rest").map(String::as_str).unwrap_or("");
-    dispatch(&server, "", version, rest, method, uri, headers, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    resource(&server, "", &version, &rest, req).await
 }
 
 async fn group_resource(
     State(server): State<Arc<ApiServer>>,
-    Path(p): Path<HashMap<String, String>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    Path((group, version, rest)): Path<(String, String, String)>,
+    req: Request,
 ) -> Response {
-    let group = p.get("group").map(String::as_str).unwrap_or("");
-    let version = p.get("version").map(String::as_str).unwrap_or("");
-    let rest = p.get("rest").map(String::as_str).unwrap_or("");
-    dispatch(&server, group, version, rest, method, uri, headers, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    resource(&server, &group, &version, &rest, req).await
+}
+
+async fn resource(
+    server: &Arc<ApiServer>,
+    group: &str,
+    version: &str,
+    rest: &str,
+    req: Request,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                format!("the request body is larger than the limit of {MAX_BODY} bytes"),
+            )
+            .into_response()
+        }
+    };
+    dispatch(
+        server,
+        group,
+        version,
+        rest,
+        parts.method,
+        parts.uri,
+        parts.headers,
+        body,
+    )
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Routes one resource request to its verb.

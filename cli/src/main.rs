@@ -1,9 +1,5 @@
 //! `wasmkube`: the single binary that runs the whole cluster (`up`) or one component.
 
-/// JSON-heavy request handling allocates a lot; mimalloc measured faster than glibc malloc here.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod bench;
 mod kubeconfig;
 mod serve;
