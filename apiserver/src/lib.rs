@@ -80,3 +80,38 @@ pub async fn serve(
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
+
+/// An apiserver on an ephemeral loopback port, for tests and benchmarks of the components that
+/// talk to it. Stops when dropped.
+pub struct LocalServer {
+    pub addr: std::net::SocketAddr,
+    pub server: Arc<ApiServer>,
+}
+
+impl LocalServer {
+    /// Starts one over the store named by `spec` (see [`open_store`]) with data under `dir`.
+    pub async fn start(spec: &str, dir: &Path) -> anyhow::Result<Self> {
+        let store = open_store(spec, dir).await?;
+        let server = ApiServer::start(
+            store,
+            Box::new(auth::InsecureAdmin),
+            CancellationToken::new(),
+        )
+        .await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(serve(listener, server.clone()));
+        Ok(Self { addr, server })
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        self.server.shutdown.cancel();
+    }
+}
