@@ -78,16 +78,14 @@ impl Params {
     }
 
     pub fn u64(&self, key: &str) -> Result<Option<u64>, ApiError> {
-        self.get(key)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse()
-                    .map_err(|_| ApiError::bad_request(format!("invalid {key}: {s:?}")))
-            })
-            .transpose()
+        self.number(key)
     }
 
     pub fn i64(&self, key: &str) -> Result<Option<i64>, ApiError> {
+        self.number(key)
+    }
+
+    fn number<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>, ApiError> {
         self.get(key)
             .filter(|s| !s.is_empty())
             .map(|s| {

@@ -382,26 +382,16 @@ async fn write_update(
         return Ok(Some(new));
     }
     // Removing the last finalizer of an object being deleted completes the deletion.
-    if object::is_deleting(&new) && object::finalizers(&new).is_empty() && !namespace_pending(&new)
-    {
-        return match ctx
-            .store()
-            .delete(&cur.kv.key, Some(cur.kv.mod_revision))
-            .await
-        {
-            Ok(kv) => {
-                codec::set_resource_version(&mut new, kv.mod_revision);
-                Ok(Some(new))
-            }
-            Err(StorageError::Conflict { .. }) => Ok(None),
-            Err(e) => Err(ctx.storage_err(e)),
-        };
-    }
-    match ctx
-        .store()
-        .update(&cur.kv.key, codec::to_stored(&mut new), cur.kv.mod_revision)
-        .await
-    {
+    let finished = object::is_deleting(&new)
+        && object::finalizers(&new).is_empty()
+        && !namespace_pending(&new);
+    let written = if finished {
+        ctx.store().delete(&cur.kv.key, Some(cur.kv.mod_revision)).await
+    } else {
+        let bytes = codec::to_stored(&mut new);
+        ctx.store().update(&cur.kv.key, bytes, cur.kv.mod_revision).await
+    };
+    match written {
         Ok(kv) => {
             codec::set_resource_version(&mut new, kv.mod_revision);
             Ok(Some(new))
