@@ -35,12 +35,107 @@ impl Authenticator for InsecureAdmin {
     }
 }
 
+/// Bearer tokens, as kube-apiserver's static token file: each token names a user and groups.
+/// A request without a token is anonymous: only the health and version endpoints answer it.
+pub struct TokenAuthenticator {
+    tokens: std::collections::HashMap<String, User>,
+}
+
+/// Paths that answer anonymous requests (upstream's `system:public-info-viewer`).
+const PUBLIC_PATHS: &[&str] = &["/healthz", "/livez", "/readyz", "/version"];
+
+impl TokenAuthenticator {
+    pub fn new(tokens: impl IntoIterator<Item = (String, User)>) -> Self {
+        Self {
+            tokens: tokens.into_iter().collect(),
+        }
+    }
+
+    /// Reads upstream's token file format: `token,user,uid,"group1,group2"` per line.
+    pub fn from_file(path: &std::path::Path) -> std::io::Result<Self> {
+        let text = std::fs::read_to_string(path)?;
+        let mut tokens = Vec::new();
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            let mut parts = line.splitn(4, ',');
+            let (Some(token), Some(name)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let _uid = parts.next();
+            let groups = parts
+                .next()
+                .map(|g| {
+                    g.trim_matches('"')
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            tokens.push((
+                token.to_string(),
+                User {
+                    name: name.to_string(),
+                    groups,
+                },
+            ));
+        }
+        Ok(Self::new(tokens))
+    }
+
+    fn check(&self, headers: &HeaderMap) -> Option<Result<User, ApiError>> {
+        let value = headers.get(http::header::AUTHORIZATION)?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        Some(match token.and_then(|t| self.tokens.get(t)) {
+            Some(user) => {
+                let mut u = user.clone();
+                u.groups.push("system:authenticated".into());
+                Ok(u)
+            }
+            None => Err(unauthorized()),
+        })
+    }
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::new(
+        http::StatusCode::UNAUTHORIZED,
+        "Unauthorized",
+        "Unauthorized",
+    )
+}
+
+impl Authenticator for TokenAuthenticator {
+    fn authenticate(&self, headers: &HeaderMap) -> Result<User, ApiError> {
+        self.check(headers).unwrap_or_else(|| {
+            Ok(User {
+                name: "system:anonymous".into(),
+                groups: vec!["system:unauthenticated".into()],
+            })
+        })
+    }
+}
+
+fn is_anonymous(user: &User) -> bool {
+    user.name == "system:anonymous"
+}
+
 pub async fn authenticate(
     State(server): State<Arc<ApiServer>>,
     mut req: Request,
     next: Next,
 ) -> Response {
     match server.authenticator.authenticate(req.headers()) {
+        Ok(user) if is_anonymous(&user) && !PUBLIC_PATHS.contains(&req.uri().path()) => {
+            unauthorized().into_response()
+        }
         Ok(user) => {
             req.extensions_mut().insert(user);
             next.run(req).await

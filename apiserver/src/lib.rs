@@ -21,6 +21,7 @@ pub mod storage;
 pub mod strategy;
 pub mod subresource;
 pub mod tables;
+pub mod tls;
 pub mod watch;
 
 use std::path::Path;
@@ -57,15 +58,19 @@ impl ApiServer {
     }
 }
 
-/// Opens the store named by `spec`: `embedded` (default; a file under `data_dir`).
+/// Opens the store named by `spec`: `embedded` (default; a file under `data_dir`) or
+/// `etcd://HOST:PORT[,HOST:PORT...][?prefix=/registry/]` (etcd v3; keys under the prefix).
 pub async fn open_store(spec: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn Storage>> {
     match spec {
         "" | "embedded" => {
             let store = storage::embedded::EmbeddedStore::open(&data_dir.join("store")).await?;
             Ok(Arc::new(store))
         }
+        etcd if etcd.starts_with("etcd://") => {
+            Ok(Arc::new(storage::etcd::EtcdStore::open(etcd).await?))
+        }
         other => anyhow::bail!(
-            "unknown store {other:?}: expected \"embedded\" (etcd://HOST:PORT comes with the etcd backend)"
+            "unknown store {other:?}: expected \"embedded\" or etcd://HOST:PORT[,HOST:PORT...]"
         ),
     }
 }
@@ -78,6 +83,27 @@ pub async fn serve(
     let shutdown = server.shutdown.clone();
     axum::serve(listener, app(server))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// Serves the API over TLS on `listener` until `shutdown` is cancelled (open watches end then;
+/// other requests get a few seconds to finish).
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    server: Arc<ApiServer>,
+    tls: Arc<rustls::ServerConfig>,
+) -> std::io::Result<()> {
+    let handle = axum_server::Handle::new();
+    let shutdown = server.shutdown.clone();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+    });
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+    axum_server::from_tcp_rustls(listener.into_std()?, config)?
+        .handle(handle)
+        .serve(app(server).into_make_service())
         .await
 }
 

@@ -386,10 +386,14 @@ async fn write_update(
         && object::finalizers(&new).is_empty()
         && !namespace_pending(&new);
     let written = if finished {
-        ctx.store().delete(&cur.kv.key, Some(cur.kv.mod_revision)).await
+        ctx.store()
+            .delete(&cur.kv.key, Some(cur.kv.mod_revision))
+            .await
     } else {
         let bytes = codec::to_stored(&mut new);
-        ctx.store().update(&cur.kv.key, bytes, cur.kv.mod_revision).await
+        ctx.store()
+            .update(&cur.kv.key, bytes, cur.kv.mod_revision)
+            .await
     };
     match written {
         Ok(kv) => {

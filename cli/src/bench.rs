@@ -10,6 +10,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use wasmkube_apiserver::storage::embedded::bench_puts;
+use wasmkube_apiserver::storage::etcd::{bench_raw_puts, EtcdOptions, EtcdStore};
+use wasmkube_apiserver::storage::Storage;
 use wasmkube_apiserver::{auth, open_store, serve, ApiServer};
 
 #[derive(clap::Subcommand)]
@@ -25,7 +27,8 @@ pub enum Bench {
         /// Bytes of data in each ConfigMap (and in each raw put).
         #[arg(long, default_value_t = 1024)]
         value_size: usize,
-        /// Store backend to measure.
+        /// Store backend to measure: `embedded` or `etcd://HOST:PORT[,HOST:PORT...]` (then the
+        /// baseline is plain etcd-client puts to the same etcd).
         #[arg(long, default_value = "embedded")]
         store: String,
     },
@@ -67,15 +70,27 @@ async fn apiserver(
     println!("bench apiserver: {count} ConfigMap creates, {clients} concurrent clients, {value_size} B values, store {store_spec}, {ROUNDS} alternating rounds");
     // Through the apiserver: HTTP + decode + defaults + validation + managedFields + store.
     let dir = tempfile::tempdir().context("temp dir")?;
-    let store = open_store(store_spec, dir.path()).await?;
+    // The baseline: the same kind of store used directly, same value size and concurrency. For
+    // etcd that is plain etcd-client puts against the same etcd, and the apiserver gets a fresh
+    // key prefix (deleted afterwards) so that runs never collide.
+    let (store, baseline, etcd_store) = if store_spec.starts_with("etcd://") {
+        let mut options = EtcdOptions::from_spec(store_spec).map_err(anyhow::Error::msg)?;
+        let raw = options.clone();
+        options.prefix = format!("{}wasmkube-bench/{}/", options.prefix, uuid_like(),);
+        let store = Arc::new(EtcdStore::connect(options).await?);
+        let dyn_store: Arc<dyn Storage> = store.clone();
+        (dyn_store, Baseline::Etcd(raw), Some(store))
+    } else {
+        let store = open_store(store_spec, dir.path()).await?;
+        let raw_dir = tempfile::tempdir().context("temp dir")?;
+        let raw_store = open_store(store_spec, raw_dir.path()).await?;
+        (store, Baseline::Store(raw_store, raw_dir), None)
+    };
     let shutdown = CancellationToken::new();
     let server = ApiServer::start(store, Box::new(auth::InsecureAdmin), shutdown.clone()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(serve(listener, server));
-    // Baseline: the same kind of store, used directly, same value size and concurrency.
-    let raw_dir = tempfile::tempdir().context("temp dir")?;
-    let raw_store = open_store(store_spec, raw_dir.path()).await?;
 
     let per_round = count.div_ceil(ROUNDS);
     let (mut api_rates, mut raw_rates, mut lat) = (Vec::new(), Vec::new(), Vec::new());
@@ -86,7 +101,12 @@ async fn apiserver(
         let (rate, mut l) = create_through_http(addr, clients, first, n, value_size).await?;
         api_rates.push(rate);
         lat.append(&mut l);
-        let raw = bench_puts(raw_store.clone(), clients, n, value_size).await;
+        let raw = match &baseline {
+            Baseline::Store(raw_store, _) => {
+                bench_puts(raw_store.clone(), clients, n, value_size).await
+            }
+            Baseline::Etcd(options) => bench_raw_puts(options, clients, n, value_size).await?,
+        };
         if raw.errors > 0 {
             anyhow::bail!("{} raw puts failed", raw.errors);
         }
@@ -95,6 +115,9 @@ async fn apiserver(
     }
     shutdown.cancel();
     let _ = task.await;
+    if let Some(store) = etcd_store {
+        store.delete_all().await?;
+    }
     lat.sort();
     let api_rate = median(&mut api_rates);
     let raw_rate = median(&mut raw_rates);
@@ -105,15 +128,35 @@ async fn apiserver(
         ms(percentile(&lat, 0.99)),
     );
     if let Some(raw) = raw_last {
+        let what = match baseline {
+            Baseline::Store(..) => "raw store: {rate} durable puts/s",
+            Baseline::Etcd(_) => "raw etcd: {rate} etcd-client puts/s",
+        };
         println!(
-            "raw store: {:.0} durable puts/s (median of {ROUNDS} rounds), last round p50 {:.2} ms, p99 {:.2} ms",
-            raw_rate,
+            "{} (median of {ROUNDS} rounds), last round p50 {:.2} ms, p99 {:.2} ms",
+            what.replace("{rate}", &format!("{raw_rate:.0}")),
             ms(raw.p50),
             ms(raw.p99),
         );
     }
     println!("ratio: {:.3}", api_rate / raw_rate.max(f64::MIN_POSITIVE));
     Ok(())
+}
+
+/// What the apiserver's figure is compared with.
+enum Baseline {
+    /// The same kind of store, opened directly (its temp dir lives as long as it).
+    Store(Arc<dyn Storage>, tempfile::TempDir),
+    /// Plain etcd-client puts against the same etcd.
+    Etcd(EtcdOptions),
+}
+
+/// A unique name for one run's keys.
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{nanos:x}-{}", std::process::id())
 }
 
 fn median(v: &mut [f64]) -> f64 {

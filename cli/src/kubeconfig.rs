@@ -14,19 +14,42 @@ pub fn default_data_dir() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/wasmkube"))
 }
 
-/// Writes `dir/kubeconfig` for `server` (atomically: a half-written file is never read).
-pub fn write(dir: &Path, server: &str) -> anyhow::Result<PathBuf> {
+/// How clients reach and prove themselves to the apiserver.
+pub struct Access<'a> {
+    pub server: &'a str,
+    /// PEM of the CA that signed the serving certificate (None over plain HTTP).
+    pub ca_pem: Option<&'a str>,
+    /// The admin bearer token (None over plain HTTP, where requests are anonymous admins).
+    pub token: Option<&'a str>,
+}
+
+/// Writes `dir/kubeconfig` (atomically, owner-only: it holds the admin token).
+pub fn write(dir: &Path, access: &Access<'_>) -> anyhow::Result<PathBuf> {
+    use base64::Engine as _;
     let path = dir.join("kubeconfig");
+    let ca = access
+        .ca_pem
+        .map(|pem| {
+            format!(
+                "\n    certificate-authority-data: {}",
+                base64::engine::general_purpose::STANDARD.encode(pem)
+            )
+        })
+        .unwrap_or_default();
+    let user = match access.token {
+        Some(t) => format!("\n    token: {t}"),
+        None => " {}".to_string(),
+    };
     let text = format!(
         "apiVersion: v1
 kind: Config
 clusters:
 - name: wasmkube
   cluster:
-    server: {server}
+    server: {server}{ca}
 users:
 - name: admin
-  user: {{}}
+  user:{user}
 contexts:
 - name: wasmkube
   context:
@@ -34,10 +57,9 @@ contexts:
     user: admin
     namespace: default
 current-context: wasmkube
-"
+",
+        server = access.server
     );
-    let tmp = dir.join(".kubeconfig.tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    wasmkube_apiserver::tls::write_private(&path, &text)?;
     Ok(path)
 }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod kubeconfig;
+mod security;
 mod serve;
 
 use std::net::SocketAddr;
@@ -29,9 +30,18 @@ pub struct ServerArgs {
     /// Address the apiserver listens on.
     #[arg(long, default_value = "127.0.0.1:6443")]
     pub listen: SocketAddr,
-    /// Store backend: `embedded` (a durable file under the data dir).
+    /// Store backend: `embedded` (a durable file under the data dir) or
+    /// `etcd://HOST:PORT[,HOST:PORT...][?prefix=/registry/]` (etcd v3; several apiservers may
+    /// share one etcd).
     #[arg(long, default_value = "embedded")]
     pub store: String,
+    /// Serve plain HTTP where every request is the cluster admin (kubectl sends no token over
+    /// HTTP). Without it: HTTPS with a generated CA, and bearer tokens.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Extra DNS names or IPs for the serving certificate (repeatable).
+    #[arg(long = "tls-san")]
+    pub tls_san: Vec<String>,
 }
 
 #[derive(Subcommand)]

@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use wasmkube_apiserver::{auth, open_store, serve, ApiServer};
+use wasmkube_apiserver::tls::Pki;
+use wasmkube_apiserver::{auth, open_store, serve, serve_tls, ApiServer};
 
-use crate::{kubeconfig, ServerArgs};
+use crate::{kubeconfig, security, ServerArgs};
 
 pub async fn run(args: ServerArgs, what: &str) -> anyhow::Result<()> {
     let dir = match &args.data_dir {
@@ -17,20 +18,64 @@ pub async fn run(args: ServerArgs, what: &str) -> anyhow::Result<()> {
         .with_context(|| format!("creating data dir {}", dir.display()))?;
     let store = open_store(&args.store, &dir).await?;
     let shutdown = CancellationToken::new();
-    let server = ApiServer::start(store, Box::new(auth::InsecureAdmin), shutdown.clone())
+    let authenticator: Box<dyn auth::Authenticator> = if args.insecure {
+        Box::new(auth::InsecureAdmin)
+    } else {
+        Box::new(security::token_authenticator(&dir.join("pki"))?)
+    };
+    let server = ApiServer::start(store, authenticator, shutdown.clone())
         .await
         .context("preparing the store")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let url = format!("http://{addr}");
-    let kubeconfig = kubeconfig::write(&dir, &url)?;
+    // Clients on this machine reach a wildcard listener through loopback.
+    let host = if addr.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        addr.ip()
+    };
+    let client_addr = std::net::SocketAddr::new(host, addr.port());
+    let (server_task, url, kubeconfig) = if args.insecure {
+        let url = format!("http://{client_addr}");
+        let kubeconfig = kubeconfig::write(
+            &dir,
+            &kubeconfig::Access {
+                server: &url,
+                ca_pem: None,
+                token: None,
+            },
+        )?;
+        (
+            tokio::spawn(serve(listener, Arc::clone(&server))),
+            url,
+            kubeconfig,
+        )
+    } else {
+        let pki = Pki::load_or_create(&dir.join("pki"), &serving_names(&args, host))
+            .context("preparing the cluster's certificates")?;
+        let url = format!("https://{client_addr}");
+        let token = security::admin_token(&dir.join("pki"))?;
+        let kubeconfig = kubeconfig::write(
+            &dir,
+            &kubeconfig::Access {
+                server: &url,
+                ca_pem: Some(&pki.ca_cert_pem),
+                token: Some(&token),
+            },
+        )?;
+        let tls = pki.server_config()?;
+        (
+            tokio::spawn(serve_tls(listener, Arc::clone(&server), tls)),
+            url,
+            kubeconfig,
+        )
+    };
     println!("{what}: apiserver listening on {url}");
     println!("data dir: {}", dir.display());
     println!("kubeconfig: {}", kubeconfig.display());
     println!("  export KUBECONFIG={}", kubeconfig.display());
-    let server_task = tokio::spawn(serve(listener, Arc::clone(&server)));
     wait_for_signal().await?;
     tracing::info!("stopping");
     shutdown.cancel();
@@ -50,4 +95,25 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+/// Names the serving certificate covers: loopback, this host's name, the listen address and
+/// any `--tls-san`.
+fn serving_names(args: &ServerArgs, host: std::net::IpAddr) -> Vec<String> {
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
+        let h = h.trim();
+        if !h.is_empty() {
+            names.push(h.to_string());
+        }
+    }
+    names.push(host.to_string());
+    names.extend(args.tls_san.iter().cloned());
+    names.sort();
+    names.dedup();
+    names
 }

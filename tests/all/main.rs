@@ -6,3 +6,4 @@ mod support;
 mod client;
 mod durability;
 mod kubectl;
+mod security;

@@ -59,7 +59,10 @@ impl Cluster {
 
     /// The `host:port` the apiserver listens on.
     pub fn addr(&self) -> String {
-        self.url.trim_start_matches("http://").to_string()
+        self.url
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .to_string()
     }
 
     /// SIGKILL: no chance to flush anything that was not already durable.
@@ -141,11 +144,29 @@ impl Cluster {
         check_err(args, self.kubectl_in(args, input))
     }
 
-    /// A kube-rs client for this cluster.
+    /// A kube-rs client for this cluster, from the kubeconfig `up` wrote (CA + admin token).
     pub async fn client(&self) -> kube::Client {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let config = kube::Config::new(self.url.parse().expect("url"));
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .expect("client config");
         kube::Client::try_from(config).expect("client")
+    }
+
+    /// `curl` against the apiserver with its CA, returning (HTTP status, body).
+    pub fn curl(&self, path: &str, extra: &[&str]) -> (u16, String) {
+        let ca = self.dir.path().join("pki/ca.crt");
+        let out = Command::new("curl")
+            .args(["-s", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
+            .arg(&ca)
+            .args(extra)
+            .arg(format!("{}{path}", self.url))
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
     }
 }
 

@@ -2,11 +2,13 @@
 //!
 //! Revisions are strictly increasing across the whole store (like etcd's), and a key's
 //! `mod_revision` is the object's `metadata.resourceVersion`. Every acknowledged write is durable
-//! before the call returns. Backends: [`embedded`] (the default, a single redb file) and, later,
-//! etcd. [`conformance`] is the one test suite every backend passes.
+//! before the call returns. Backends: [`embedded`] (the default, a single redb file) and
+//! [`etcd`] (etcd v3, for several apiservers on one etcd cluster). [`conformance`] is the one
+//! test suite every backend passes.
 
 pub mod conformance;
 pub mod embedded;
+pub mod etcd;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
