@@ -1,6 +1,7 @@
 //! wasmkube-apiserver: a Kubernetes-compatible API server over a durable store.
 
 pub mod auth;
+pub mod authz;
 pub mod codec;
 pub mod convert;
 pub mod discovery;

@@ -123,8 +123,10 @@ async fn resource(
             .into_response()
         }
     };
+    let user = parts.extensions.get::<auth::User>().cloned();
     dispatch(
         server,
+        user.as_ref(),
         group,
         version,
         rest,
@@ -141,6 +143,7 @@ async fn resource(
 #[allow(clippy::too_many_arguments)]
 async fn dispatch(
     server: &Arc<ApiServer>,
+    user: Option<&auth::User>,
     group: &str,
     version: &str,
     rest_path: &str,
@@ -154,6 +157,15 @@ async fn dispatch(
     }
     let target = Target::parse(group, version, rest_path)?;
     let params = Params::parse(uri.query())?;
+    // Every request passed authentication, which stored who made it.
+    let user =
+        user.ok_or_else(|| ApiError::internal("request reached a handler unauthenticated"))?;
+    let created = || {
+        crate::codec::parse_body(&headers, &body)
+            .ok()
+            .map(|o| crate::object::name(&o).to_string())
+    };
+    crate::authz::authorize(server, user, &method, &target, &params, created).await?;
     let ctx = Ctx {
         server,
         target: &target,

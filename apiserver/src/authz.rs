@@ -1,0 +1,244 @@
+//! Authorization: the cluster admin may do anything; a node (user `system:node:<name>`, group
+//! `system:nodes`) only what its kubelet needs, as upstream's Node authorizer and
+//! NodeRestriction admission allow: its own Node and Lease, the status of pods bound to it,
+//! deleting pods bound to it, events, and reading what its pods use. Everything else is 403.
+
+use http::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::auth::User;
+use crate::errors::ApiError;
+use crate::request::{Params, Target};
+use crate::rest;
+use crate::ApiServer;
+
+const MASTERS: &str = "system:masters";
+const NODES: &str = "system:nodes";
+const NODE_PREFIX: &str = "system:node:";
+
+/// The verb of a request, as upstream names it in RBAC.
+pub fn verb(method: &Method, target: &Target, params: &Params) -> &'static str {
+    match (method.as_str(), target.name.is_some()) {
+        ("GET", true) => "get",
+        ("GET", false) if params.flag("watch") => "watch",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => "unknown",
+    }
+}
+
+/// Allows the request or answers 403 with upstream's message.
+pub async fn authorize(
+    server: &ApiServer,
+    user: &User,
+    method: &Method,
+    target: &Target,
+    params: &Params,
+    created: impl FnOnce() -> Option<String>,
+) -> Result<(), ApiError> {
+    if user.groups.iter().any(|g| g == MASTERS) {
+        return Ok(());
+    }
+    let verb = verb(method, target, params);
+    let node = user
+        .name
+        .strip_prefix(NODE_PREFIX)
+        .filter(|_| user.groups.iter().any(|g| g == NODES));
+    let denied = match node {
+        Some(node) => {
+            // A create names its object in the body, not the path.
+            let name = match verb {
+                "create" => created(),
+                _ => target.name.clone(),
+            };
+            node_rule(server, node, verb, target, name.as_deref().unwrap_or("")).await?
+        }
+        None => Some("no permissions are granted to this user".to_string()),
+    };
+    match denied {
+        None => Ok(()),
+        Some(why) => Err(forbidden(user, verb, target, &why)),
+    }
+}
+
+fn forbidden(user: &User, verb: &str, target: &Target, why: &str) -> ApiError {
+    let def = target.def;
+    let resource = match &target.subresource {
+        Some(sub) => format!("{}/{sub}", def.plural),
+        None => def.plural.to_string(),
+    };
+    let name = target.name.as_deref().unwrap_or("");
+    let scope = match &target.namespace {
+        Some(ns) => format!(" in the namespace \"{ns}\""),
+        None => " at the cluster scope".to_string(),
+    };
+    let subject = if name.is_empty() {
+        def.qualified_plural()
+    } else {
+        format!("{} \"{name}\"", def.qualified_plural())
+    };
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        format!(
+            "{subject} is forbidden: User \"{}\" cannot {verb} resource \"{resource}\" in API group \"{}\"{scope}: {why}",
+            user.name, def.group
+        ),
+    )
+    .with_details(serde_json::json!({"name": name, "group": def.group, "kind": def.plural}))
+}
+
+/// None when node `node` may do `verb` on `target`, else why not.
+async fn node_rule(
+    server: &ApiServer,
+    node: &str,
+    verb: &str,
+    target: &Target,
+    name: &str,
+) -> Result<Option<String>, ApiError> {
+    let def = target.def;
+    let sub = target.subresource.as_deref();
+    let read = matches!(verb, "get" | "list" | "watch");
+    let own = |what: &str| {
+        if name == node {
+            None
+        } else {
+            Some(format!("node \"{node}\" can only modify its own {what}"))
+        }
+    };
+    Ok(match (def.group, def.storage, sub) {
+        // Secrets are read only by name, and only those its pods use.
+        ("", "secrets", None) if verb == "get" => {
+            if pods_use_secret(
+                server,
+                node,
+                target.namespace.as_deref().unwrap_or(""),
+                name,
+            )
+            .await?
+            {
+                None
+            } else {
+                Some(format!(
+                    "no relationship found between node \"{node}\" and this object"
+                ))
+            }
+        }
+        ("", "secrets", _) => Some("nodes may only get secrets their pods use".into()),
+        _ if read && sub != Some("log") && sub != Some("exec") => None,
+        ("", "nodes", None | Some("status")) if matches!(verb, "create" | "update" | "patch") => {
+            own("Node")
+        }
+        ("coordination.k8s.io", "leases", None)
+            if matches!(verb, "create" | "update" | "patch")
+                && target.namespace.as_deref() == Some("kube-node-lease") =>
+        {
+            own("Lease")
+        }
+        ("", "events", None) | ("events.k8s.io", "events", None)
+            if matches!(verb, "create" | "update" | "patch") =>
+        {
+            None
+        }
+        ("", "pods", Some("status")) if matches!(verb, "update" | "patch") => {
+            bound_elsewhere(server, node, target, "update pod status").await?
+        }
+        ("", "pods", None) if verb == "delete" => {
+            bound_elsewhere(server, node, target, "delete pods").await?
+        }
+        _ => Some(format!(
+            "node \"{node}\" is not allowed to {verb} this resource"
+        )),
+    })
+}
+
+/// None when the target pod is bound to `node` (or gone: the verb then answers 404).
+async fn bound_elsewhere(
+    server: &ApiServer,
+    node: &str,
+    target: &Target,
+    what: &str,
+) -> Result<Option<String>, ApiError> {
+    let key = rest::key(
+        target.def,
+        target.namespace.as_deref(),
+        target.name.as_deref().unwrap_or(""),
+    );
+    let Some(kv) = server
+        .store
+        .get(&key)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    let pod: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+    let bound = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    Ok((bound != node).then(|| {
+        format!("node \"{node}\" can only {what} for pods with spec.nodeName set to itself")
+    }))
+}
+
+/// Whether a pod bound to `node` in `namespace` uses secret `name` (volumes, env, envFrom,
+/// imagePullSecrets).
+async fn pods_use_secret(
+    server: &ApiServer,
+    node: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<bool, ApiError> {
+    let page = server
+        .store
+        .list(crate::storage::ListOptions {
+            prefix: format!("pods/{namespace}/"),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    Ok(page.items.iter().any(|kv| {
+        let pod: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+        pod.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node)
+            && references_secret(&pod, name)
+    }))
+}
+
+fn references_secret(pod: &Value, name: &str) -> bool {
+    let spec = &pod["spec"];
+    let is = |v: &Value| v.as_str() == Some(name);
+    let volumes = spec["volumes"].as_array().into_iter().flatten().any(|v| {
+        is(&v["secret"]["secretName"])
+            || v["projected"]["sources"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|s| is(&s["secret"]["name"]))
+    });
+    let pull = spec["imagePullSecrets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|s| is(&s["name"]));
+    let containers = ["containers", "initContainers"]
+        .iter()
+        .flat_map(|f| spec[*f].as_array().into_iter().flatten())
+        .any(|c| {
+            c["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|e| is(&e["valueFrom"]["secretKeyRef"]["name"]))
+                || c["envFrom"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|e| is(&e["secretRef"]["name"]))
+        });
+    volumes || pull || containers
+}

@@ -1,0 +1,351 @@
+//! NodeRestriction: a node's credential changes only its own Node and Lease and the pods bound
+//! to it; anything else is a 403 Status.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::Router;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use wasmkube_apiserver::auth::{TokenAuthenticator, User};
+use wasmkube_apiserver::storage::embedded::EmbeddedStore;
+use wasmkube_apiserver::storage::Storage;
+use wasmkube_apiserver::{app, ApiServer};
+
+async fn cluster() -> (Router, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn Storage> = Arc::new(EmbeddedStore::open(dir.path()).await.expect("store"));
+    let user = |name: &str, group: &str| User {
+        name: name.into(),
+        groups: vec![group.into()],
+    };
+    let tokens = TokenAuthenticator::new([
+        ("admin".to_string(), user("system:admin", "system:masters")),
+        ("n1".to_string(), user("system:node:n1", "system:nodes")),
+        ("n2".to_string(), user("system:node:n2", "system:nodes")),
+    ]);
+    let server = ApiServer::start(store, Box::new(tokens), CancellationToken::new())
+        .await
+        .expect("start");
+    (app(server), dir)
+}
+
+async fn call(
+    app: &Router,
+    token: &str,
+    method: &str,
+    path: &str,
+    ct: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", ct)
+        .body(
+            body.map(|b| Body::from(b.to_string()))
+                .unwrap_or_else(Body::empty),
+        )
+        .expect("request");
+    let resp = app.clone().oneshot(req).await.expect("response");
+    let code = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn node(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
+}
+
+fn pod(name: &str, node: &str, secret: Option<&str>) -> Value {
+    let mut p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]}});
+    if let Some(s) = secret {
+        p["spec"]["volumes"] = json!([{"name": "s", "secret": {"secretName": s}}]);
+    }
+    p
+}
+
+const JSON: &str = "application/json";
+const MERGE: &str = "application/merge-patch+json";
+
+#[tokio::test]
+async fn a_node_changes_only_its_own_objects() {
+    let (app, _dir) = cluster().await;
+    // Each node registers itself; n1 cannot register or change n2.
+    assert_eq!(
+        call(&app, "n1", "POST", "/api/v1/nodes", JSON, Some(node("n1")))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        call(&app, "n2", "POST", "/api/v1/nodes", JSON, Some(node("n2")))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    let (code, s) = call(
+        &app,
+        "n1",
+        "PATCH",
+        "/api/v1/nodes/n2/status",
+        MERGE,
+        Some(json!({"status": {"phase": "Running"}})),
+    )
+    .await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{s}");
+    assert_eq!(s["reason"], "Forbidden");
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(r#"User "system:node:n1" cannot patch resource "nodes/status""#),
+        "{s}"
+    );
+    assert_eq!(
+        call(
+            &app,
+            "n1",
+            "PATCH",
+            "/api/v1/nodes/n1/status",
+            MERGE,
+            Some(json!({"status": {"phase": "Running"}}))
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+
+    // Pods: status and deletion only for pods bound to the node.
+    for (name, bound) in [("on1", "n1"), ("on2", "n2")] {
+        let (code, _) = call(
+            &app,
+            "admin",
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            JSON,
+            Some(pod(name, bound, None)),
+        )
+        .await;
+        assert_eq!(code, StatusCode::CREATED);
+    }
+    let running = json!({"status": {"phase": "Running"}});
+    assert_eq!(
+        call(
+            &app,
+            "n1",
+            "PATCH",
+            "/api/v1/namespaces/default/pods/on1/status",
+            MERGE,
+            Some(running.clone())
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    let (code, s) = call(
+        &app,
+        "n1",
+        "PATCH",
+        "/api/v1/namespaces/default/pods/on2/status",
+        MERGE,
+        Some(running),
+    )
+    .await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("spec.nodeName set to itself"),
+        "{s}"
+    );
+    assert_eq!(
+        call(
+            &app,
+            "n1",
+            "DELETE",
+            "/api/v1/namespaces/default/pods/on2",
+            JSON,
+            None
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call(
+            &app,
+            "n1",
+            "PATCH",
+            "/api/v1/namespaces/default/pods/on1",
+            MERGE,
+            Some(json!({"metadata": {"labels": {"a": "b"}}}))
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN,
+        "a node does not edit pod specs"
+    );
+
+    // Leases only its own, in kube-node-lease; events yes; other objects no.
+    let lease = |n: &str| json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": n}, "spec": {"holderIdentity": n}});
+    assert_eq!(
+        call(
+            &app,
+            "n1",
+            "POST",
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+            JSON,
+            Some(lease("n1"))
+        )
+        .await
+        .0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        call(
+            &app,
+            "n1",
+            "POST",
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+            JSON,
+            Some(lease("n2"))
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    let ev = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e1"}, "involvedObject": {"kind": "Pod", "name": "on1", "namespace": "default"}, "reason": "Started", "message": "m"});
+    assert_eq!(
+        call(
+            &app,
+            "n1",
+            "POST",
+            "/api/v1/namespaces/default/events",
+            JSON,
+            Some(ev)
+        )
+        .await
+        .0,
+        StatusCode::CREATED
+    );
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}});
+    assert_eq!(
+        call(
+            &app,
+            "n1",
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            JSON,
+            Some(cm)
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    // Reads are allowed (the kubelet watches its pods and reads what they use).
+    assert_eq!(
+        call(
+            &app,
+            "n1",
+            "GET",
+            "/api/v1/namespaces/default/pods?fieldSelector=spec.nodeName%3Dn1",
+            JSON,
+            None
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_node_reads_only_the_secrets_its_pods_use() {
+    let (app, _dir) = cluster().await;
+    for s in ["mine", "theirs"] {
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": s}, "stringData": {"k": "v"}});
+        assert_eq!(
+            call(
+                &app,
+                "admin",
+                "POST",
+                "/api/v1/namespaces/default/secrets",
+                JSON,
+                Some(secret)
+            )
+            .await
+            .0,
+            StatusCode::CREATED
+        );
+    }
+    call(
+        &app,
+        "admin",
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        JSON,
+        Some(pod("p1", "n1", Some("mine"))),
+    )
+    .await;
+    call(
+        &app,
+        "admin",
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        JSON,
+        Some(pod("p2", "n2", Some("theirs"))),
+    )
+    .await;
+    assert_eq!(
+        call(
+            &app,
+            "n1",
+            "GET",
+            "/api/v1/namespaces/default/secrets/mine",
+            JSON,
+            None
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(
+            &app,
+            "n1",
+            "GET",
+            "/api/v1/namespaces/default/secrets/theirs",
+            JSON,
+            None
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call(
+            &app,
+            "n1",
+            "GET",
+            "/api/v1/namespaces/default/secrets",
+            JSON,
+            None
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    // Unknown tokens are 401, not 403.
+    assert_eq!(
+        call(&app, "bogus", "GET", "/api/v1/namespaces", JSON, None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+}
