@@ -11,6 +11,7 @@ pub mod namespaces;
 pub mod object;
 pub mod openapi;
 pub mod patch;
+pub mod podlog;
 pub mod protobuf;
 pub mod registry;
 pub mod request;
@@ -39,6 +40,8 @@ pub struct ApiServer {
     pub authenticator: Box<dyn auth::Authenticator>,
     /// Cancelled when the server stops: ends watches so shutdown does not wait on them.
     pub shutdown: CancellationToken,
+    /// Namespaces as last watched, for the create path's namespace check.
+    pub namespaces: Arc<namespaces::NamespaceCache>,
 }
 
 impl ApiServer {
@@ -50,11 +53,17 @@ impl ApiServer {
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, storage::StorageError> {
         namespaces::bootstrap(store.as_ref()).await?;
-        tokio::spawn(namespaces::run_finalizer(store.clone(), shutdown.clone()));
+        let cache = Arc::new(namespaces::NamespaceCache::default());
+        tokio::spawn(namespaces::run_finalizer(
+            store.clone(),
+            cache.clone(),
+            shutdown.clone(),
+        ));
         Ok(Arc::new(Self {
             store,
             authenticator,
             shutdown,
+            namespaces: cache,
         }))
     }
 }

@@ -40,10 +40,46 @@ pub async fn bootstrap(store: &dyn Storage) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Runs until `shutdown`: finalizes every namespace that is being deleted.
-pub async fn run_finalizer(store: Arc<dyn Storage>, shutdown: tokio_util::sync::CancellationToken) {
+/// Namespaces as the finalizer's watch last saw them (name -> being deleted), so that creates
+/// need no extra store read to check their namespace (upstream's NamespaceLifecycle uses an
+/// informer the same way, and reads the store when the cache does not know a namespace).
+#[derive(Default)]
+pub struct NamespaceCache(std::sync::RwLock<std::collections::HashMap<String, bool>>);
+
+impl NamespaceCache {
+    /// `Some(deleting)` for a namespace the cache knows.
+    pub fn get(&self, name: &str) -> Option<bool> {
+        self.0.read().ok().and_then(|m| m.get(name).copied())
+    }
+
+    fn replace(&self, all: impl IntoIterator<Item = (String, bool)>) {
+        if let Ok(mut m) = self.0.write() {
+            *m = all.into_iter().collect();
+        }
+    }
+
+    fn set(&self, name: &str, deleting: Option<bool>) {
+        if let Ok(mut m) = self.0.write() {
+            match deleting {
+                Some(d) => m.insert(name.to_string(), d),
+                None => m.remove(name),
+            };
+        }
+    }
+}
+
+fn parse(value: &[u8]) -> Value {
+    serde_json::from_slice(value).unwrap_or_default()
+}
+
+/// Runs until `shutdown`: keeps `cache` current and finalizes every namespace being deleted.
+pub async fn run_finalizer(
+    store: Arc<dyn Storage>,
+    cache: Arc<NamespaceCache>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
     loop {
-        if let Err(e) = finalize_pending(store.as_ref(), &shutdown).await {
+        if let Err(e) = finalize_pending(store.as_ref(), &cache, &shutdown).await {
             tracing::warn!(error = %e, "namespace finalizer: retrying");
         }
         tokio::select! {
@@ -56,6 +92,7 @@ pub async fn run_finalizer(store: Arc<dyn Storage>, shutdown: tokio_util::sync::
 /// Lists namespaces being deleted and finalizes them, then follows the namespace watch.
 async fn finalize_pending(
     store: &dyn Storage,
+    cache: &NamespaceCache,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> Result<(), StorageError> {
     let page = store
@@ -64,8 +101,13 @@ async fn finalize_pending(
             ..Default::default()
         })
         .await?;
-    for kv in &page.items {
-        finalize_if_deleting(store, &kv.value).await?;
+    let all: Vec<Value> = page.items.iter().map(|kv| parse(&kv.value)).collect();
+    cache.replace(
+        all.iter()
+            .map(|ns| (object::name(ns).to_string(), object::is_deleting(ns))),
+    );
+    for ns in &all {
+        finalize_if_deleting(store, ns).await?;
     }
     let mut events = store.watch("namespaces/", page.revision).await?;
     loop {
@@ -74,19 +116,24 @@ async fn finalize_pending(
             ev = events.next() => match ev {
                 None => return Ok(()),
                 Some(Err(e)) => return Err(e),
-                Some(Ok(ev)) if ev.kind != EventKind::Deleted => finalize_if_deleting(store, &ev.kv.value).await?,
-                Some(Ok(_)) => {}
+                Some(Ok(ev)) => {
+                    let ns = parse(&ev.kv.value);
+                    let deleted = ev.kind == EventKind::Deleted;
+                    cache.set(object::name(&ns), (!deleted).then(|| object::is_deleting(&ns)));
+                    if !deleted {
+                        finalize_if_deleting(store, &ns).await?;
+                    }
+                }
             }
         }
     }
 }
 
-async fn finalize_if_deleting(store: &dyn Storage, value: &[u8]) -> Result<(), StorageError> {
-    let ns: Value = serde_json::from_slice(value).unwrap_or_default();
-    if !object::is_deleting(&ns) {
+async fn finalize_if_deleting(store: &dyn Storage, ns: &Value) -> Result<(), StorageError> {
+    if !object::is_deleting(ns) {
         return Ok(());
     }
-    let name = object::name(&ns).to_string();
+    let name = object::name(ns).to_string();
     // Delete the content: every namespaced resource, each storage prefix once.
     let mut seen = Vec::new();
     for def in RESOURCES.iter().filter(|d| d.namespaced) {

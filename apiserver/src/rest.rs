@@ -239,6 +239,10 @@ fn check_namespace(ctx: &Ctx<'_>, obj: &mut Value) -> Result<(), ApiError> {
 
 /// NamespaceLifecycle admission: namespaced objects go only into live namespaces.
 async fn check_namespace_accepts(ctx: &Ctx<'_>, ns: &str) -> Result<(), ApiError> {
+    if ctx.server.namespaces.get(ns) == Some(false) {
+        return Ok(());
+    }
+    // Not known live to the cache (new, deleting, or gone): ask the store.
     let kv = ctx
         .store()
         .get(&format!("namespaces/{ns}"))

@@ -41,10 +41,7 @@ pub async fn handle(
         ("portforward", _) => Err(ApiError::bad_request(
             "port-forward to wasm pods is not supported yet: reach the pod through a Service",
         )),
-        ("log", "GET") => Err(ApiError::bad_request(format!(
-            "no logs for pod {:?}: it has not been started by a node yet",
-            ctx.target.name.as_deref().unwrap_or("")
-        ))),
+        ("log", "GET") => crate::podlog::pod_log(ctx).await,
         ("finalize", "PUT") => rest::update(ctx, body, None).await,
         _ => Err(ApiError::method_not_allowed(format!(
             "{method} is not supported on {}/{sub}",

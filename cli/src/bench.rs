@@ -10,7 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use wasmkube_apiserver::storage::embedded::bench_puts;
-use wasmkube_apiserver::storage::etcd::{bench_raw_puts, EtcdOptions, EtcdStore};
+use wasmkube_apiserver::storage::etcd::{bench_raw_puts, EtcdOptions, EtcdStore, RawWrite};
 use wasmkube_apiserver::storage::Storage;
 use wasmkube_apiserver::{auth, open_store, serve, ApiServer};
 
@@ -84,7 +84,14 @@ async fn apiserver(
         let store = open_store(store_spec, dir.path()).await?;
         let raw_dir = tempfile::tempdir().context("temp dir")?;
         let raw_store = open_store(store_spec, raw_dir.path()).await?;
-        (store, Baseline::Store(raw_store, raw_dir), None)
+        (
+            store,
+            Baseline::Store {
+                store: raw_store,
+                _dir: raw_dir,
+            },
+            None,
+        )
     };
     let shutdown = CancellationToken::new();
     let server = ApiServer::start(store, Box::new(auth::InsecureAdmin), shutdown.clone()).await?;
@@ -94,6 +101,8 @@ async fn apiserver(
 
     let per_round = count.div_ceil(ROUNDS);
     let (mut api_rates, mut raw_rates, mut lat) = (Vec::new(), Vec::new(), Vec::new());
+    // etcd only: also create transactions (put if absent), the write the store itself sends.
+    let (mut txn_rates, mut txn_last) = (Vec::new(), None);
     let mut raw_last = None;
     for round in 0..ROUNDS {
         let first = round * per_round;
@@ -102,10 +111,19 @@ async fn apiserver(
         api_rates.push(rate);
         lat.append(&mut l);
         let raw = match &baseline {
-            Baseline::Store(raw_store, _) => {
-                bench_puts(raw_store.clone(), clients, n, value_size).await
+            Baseline::Store { store, .. } => {
+                bench_puts(store.clone(), clients, n, value_size).await
             }
-            Baseline::Etcd(options) => bench_raw_puts(options, clients, n, value_size).await?,
+            Baseline::Etcd(options) => {
+                let txn =
+                    bench_raw_puts(options, clients, n, value_size, RawWrite::CreateTxn).await?;
+                if txn.errors > 0 {
+                    anyhow::bail!("{} raw create transactions failed", txn.errors);
+                }
+                txn_rates.push(txn.puts_per_sec);
+                txn_last = Some(txn);
+                bench_raw_puts(options, clients, n, value_size, RawWrite::Put).await?
+            }
         };
         if raw.errors > 0 {
             anyhow::bail!("{} raw puts failed", raw.errors);
@@ -129,7 +147,7 @@ async fn apiserver(
     );
     if let Some(raw) = raw_last {
         let what = match baseline {
-            Baseline::Store(..) => "raw store: {rate} durable puts/s",
+            Baseline::Store { .. } => "raw store: {rate} durable puts/s",
             Baseline::Etcd(_) => "raw etcd: {rate} etcd-client puts/s",
         };
         println!(
@@ -139,6 +157,18 @@ async fn apiserver(
             ms(raw.p99),
         );
     }
+    if let Some(txn) = txn_last {
+        let txn_rate = median(&mut txn_rates);
+        println!(
+            "raw etcd: {txn_rate:.0} etcd-client create transactions/s (put if absent, as the store writes; median of {ROUNDS} rounds), last round p50 {:.2} ms, p99 {:.2} ms",
+            ms(txn.p50),
+            ms(txn.p99),
+        );
+        println!(
+            "apiserver / create transactions: {:.3}",
+            api_rate / txn_rate.max(f64::MIN_POSITIVE)
+        );
+    }
     println!("ratio: {:.3}", api_rate / raw_rate.max(f64::MIN_POSITIVE));
     Ok(())
 }
@@ -146,7 +176,10 @@ async fn apiserver(
 /// What the apiserver's figure is compared with.
 enum Baseline {
     /// The same kind of store, opened directly (its temp dir lives as long as it).
-    Store(Arc<dyn Storage>, tempfile::TempDir),
+    Store {
+        store: Arc<dyn Storage>,
+        _dir: tempfile::TempDir,
+    },
     /// Plain etcd-client puts against the same etcd.
     Etcd(EtcdOptions),
 }

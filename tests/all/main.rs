@@ -5,5 +5,6 @@ mod support;
 
 mod client;
 mod durability;
+mod etcd;
 mod kubectl;
 mod security;

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KvClient,
-    PutOptions, Txn, TxnOp, TxnOpResponse, WatchClient, WatchOptions,
+    Txn, TxnOp, TxnOpResponse, WatchClient, WatchOptions,
 };
 
 use crate::storage::embedded::BenchResult;
@@ -58,6 +58,8 @@ pub struct EtcdOptions {
     /// Bound on every request (and on establishing a watch): past it the call fails with
     /// `Unavailable`.
     pub request_timeout: Duration,
+    /// Bound on one list request, which may read many keys.
+    pub list_timeout: Duration,
     /// Bound on opening a TCP connection to a member.
     pub connect_timeout: Duration,
     /// Period of the automatic compaction; `None` disables it (explicit `compact` only).
@@ -72,6 +74,7 @@ impl Default for EtcdOptions {
             endpoints: vec!["127.0.0.1:2379".into()],
             prefix: DEFAULT_PREFIX.into(),
             request_timeout: Duration::from_secs(4),
+            list_timeout: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(2),
             compaction_interval: Some(Duration::from_secs(300)),
             keep_revisions: 1_000,
@@ -123,6 +126,7 @@ pub struct EtcdStore {
     watch: WatchClient,
     prefix: String,
     timeout: Duration,
+    list_timeout: Duration,
     /// Highest compaction revision seen (by `compact` or a watch), to fill `Compacted` errors.
     compacted: Arc<AtomicU64>,
     compactor: Option<tokio::task::JoinHandle<()>>,
@@ -198,6 +202,7 @@ impl EtcdStore {
             watch,
             prefix: options.prefix,
             timeout: options.request_timeout,
+            list_timeout: options.list_timeout.max(options.request_timeout),
             compacted,
             compactor,
         })
@@ -333,7 +338,7 @@ impl Storage for EtcdStore {
         }
         let mut kv = self.kv.clone();
         let call = kv.get(start, Some(get));
-        let mut resp = match tokio::time::timeout(self.timeout, call).await {
+        let mut resp = match tokio::time::timeout(self.list_timeout, call).await {
             Ok(Ok(resp)) => resp,
             Ok(Err(err)) => return Err(self.map_error(err, opts.revision.unwrap_or(0))),
             Err(_) => return Err(unavailable("list timed out")),
@@ -381,11 +386,12 @@ impl Storage for EtcdStore {
                 Compare::mod_revision(full.clone(), CompareOp::Equal, expected as i64),
                 Compare::version(full.clone(), CompareOp::Greater, 0),
             ])
-            .and_then([TxnOp::put(
-                full.clone(),
-                value.to_vec(),
-                Some(PutOptions::new().with_prev_key()),
-            )])
+            // Reading the key back (without its value) gives its create_revision, cheaper
+            // than the previous value a `prev_kv` put would return.
+            .and_then([
+                TxnOp::put(full.clone(), value.to_vec(), None),
+                TxnOp::get(full.clone(), Some(GetOptions::new().with_keys_only())),
+            ])
             .or_else([TxnOp::get(full, Some(GetOptions::new().with_keys_only()))]);
         let mut kv = self.kv.clone();
         let resp = self.bounded(kv.txn(txn)).await?;
@@ -397,10 +403,10 @@ impl Storage for EtcdStore {
             .op_responses()
             .into_iter()
             .find_map(|op| match op {
-                TxnOpResponse::Put(put) => put.prev_key().map(|p| rev(p.create_revision())),
+                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| rev(kv.create_revision())),
                 _ => None,
             })
-            .ok_or_else(|| unavailable("update without previous value"))?;
+            .ok_or_else(|| unavailable("update: the key vanished within its transaction"))?;
         Ok(KeyValue {
             key: key.to_string(),
             value,
@@ -693,14 +699,25 @@ async fn compact_periodically(
 // ---------------------------------------------------------------------------------------------
 // Raw-etcd benchmark.
 
-/// `total` plain etcd puts of distinct keys with values of `value_size` bytes from `concurrency`
-/// tasks, straight through `etcd-client`: the baseline of `wasmkube bench apiserver --store
+/// What [`bench_raw_puts`] sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RawWrite {
+    /// A plain `Put`.
+    Put,
+    /// A `Txn` that puts only if the key does not exist (`create_revision == 0`): the write
+    /// that [`EtcdStore::create`] (and kube-apiserver) sends.
+    CreateTxn,
+}
+
+/// `total` etcd writes of distinct keys with values of `value_size` bytes from `concurrency`
+/// tasks, straight through `etcd-client`: the baselines of `wasmkube bench apiserver --store
 /// etcd://...`. The keys are deleted afterwards.
 pub async fn bench_raw_puts(
     options: &EtcdOptions,
     concurrency: usize,
     total: usize,
     value_size: usize,
+    write: RawWrite,
 ) -> Result<BenchResult> {
     let client = client(options).await?;
     let kv = client.kv_client();
@@ -727,9 +744,25 @@ pub async fn bench_raw_puts(
                 }
                 let key = format!("{prefix}{i:010}");
                 let t = Instant::now();
-                match tokio::time::timeout(timeout, kv.put(key, value.clone(), None)).await {
-                    Ok(Ok(_)) => latencies.push(t.elapsed()),
-                    _ => errors += 1,
+                let ok = match write {
+                    RawWrite::Put => {
+                        let put = kv.put(key, value.clone(), None);
+                        matches!(tokio::time::timeout(timeout, put).await, Ok(Ok(_)))
+                    }
+                    RawWrite::CreateTxn => {
+                        let txn = Txn::new()
+                            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                            .and_then([TxnOp::put(key, value.clone(), None)]);
+                        matches!(
+                            tokio::time::timeout(timeout, kv.txn(txn)).await,
+                            Ok(Ok(resp)) if resp.succeeded()
+                        )
+                    }
+                };
+                if ok {
+                    latencies.push(t.elapsed());
+                } else {
+                    errors += 1;
                 }
             }
             (latencies, errors)
@@ -935,6 +968,44 @@ mod tests {
             started.elapsed() < Duration::from_secs(8),
             "{:?}",
             started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn silent_etcd_times_out_with_unavailable() {
+        // A socket that accepts connections but never answers (a hung or partitioned member):
+        // only the timeouts can end the calls.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let store = EtcdStore::connect(EtcdOptions {
+            endpoints: vec![format!("http://{}", silent.local_addr().expect("addr"))],
+            request_timeout: Duration::from_millis(500),
+            list_timeout: Duration::from_millis(500),
+            compaction_interval: None,
+            ..Default::default()
+        })
+        .await
+        .expect("the channel is lazy");
+        let started = Instant::now();
+        assert!(matches!(
+            store.get("a").await,
+            Err(StorageError::Unavailable(_))
+        ));
+        assert!(matches!(
+            store.update("a", b("v"), 3).await,
+            Err(StorageError::Unavailable(_))
+        ));
+        assert!(matches!(
+            store.list(ListOptions::default()).await,
+            Err(StorageError::Unavailable(_))
+        ));
+        assert!(matches!(
+            store.watch("", 0).await,
+            Err(StorageError::Unavailable(_))
+        ));
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(1_500) && elapsed < Duration::from_secs(6),
+            "{elapsed:?}"
         );
     }
 

@@ -1,0 +1,169 @@
+//! `GET pods/{name}/log`: proxied to the kubelet of the pod's node
+//! (`/containerLogs/{ns}/{pod}/{container}` on its `daemonEndpoints.kubeletEndpoint.Port`).
+
+use axum::body::Body;
+use axum::response::Response;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+use crate::codec;
+use crate::errors::ApiError;
+use crate::rest::{self, Ctx};
+
+/// Query parameters forwarded to the kubelet as they came.
+const FORWARDED: &[&str] = &[
+    "follow",
+    "previous",
+    "timestamps",
+    "tailLines",
+    "sinceSeconds",
+    "limitBytes",
+];
+
+async fn get(ctx: &Ctx<'_>, plural: &str, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
+    let def = crate::resources::find("", "v1", plural)
+        .ok_or_else(|| ApiError::internal(format!("no {plural} resource")))?;
+    let kv = ctx
+        .server
+        .store
+        .get(&rest::key(def, ns, name))
+        .await
+        .map_err(|e| ApiError::from_storage(e, "", plural, name))?
+        .ok_or_else(|| ApiError::not_found("", plural, name))?;
+    codec::from_stored(&kv, def)
+}
+
+/// The container whose log is asked: `?container=`, else the pod's only container.
+fn container_name(pod: &Value, name: &str, asked: &str) -> Result<String, ApiError> {
+    let names: Vec<&str> = ["/spec/initContainers", "/spec/containers"]
+        .iter()
+        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str))
+        .collect();
+    let app: Vec<&str> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str))
+        .collect();
+    if asked.is_empty() {
+        return match app.as_slice() {
+            [only] => Ok(only.to_string()),
+            _ => Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                app.join(" ")
+            ))),
+        };
+    }
+    if !names.contains(&asked) {
+        return Err(ApiError::bad_request(format!(
+            "container {asked} is not valid for pod {name}"
+        )));
+    }
+    Ok(asked.to_string())
+}
+
+pub async fn pod_log(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
+    let name = ctx.target.name.clone().unwrap_or_default();
+    let ns = ctx.target.namespace.clone().unwrap_or_default();
+    let pod = get(ctx, "pods", Some(&ns), &name).await?;
+    let container = container_name(&pod, &name, ctx.params.str("container"))?;
+    let node_name = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "no logs for pod {name:?}: it has not been scheduled to a node yet"
+            ))
+        })?;
+    let node = get(ctx, "nodes", None, node_name).await?;
+    let port = node
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_u64)
+        .filter(|p| *p > 0)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("node {node_name:?} has no kubelet endpoint"))
+        })?;
+    let addresses = node
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let address = ["InternalIP", "ExternalIP", "Hostname"]
+        .iter()
+        .find_map(|kind| {
+            addresses
+                .iter()
+                .find(|a| a.get("type").and_then(Value::as_str) == Some(kind))
+                .and_then(|a| a.get("address").and_then(Value::as_str))
+        })
+        .ok_or_else(|| ApiError::bad_request(format!("node {node_name:?} has no address")))?;
+    let query: Vec<(&str, &str)> = FORWARDED
+        .iter()
+        .filter_map(|k| ctx.params.get(k).map(|v| (*k, v)))
+        .collect();
+    let query = serde_urlencoded::to_string(&query).unwrap_or_default();
+    let path = format!("/containerLogs/{ns}/{name}/{container}?{query}");
+    let host = if address.contains(':') {
+        format!("[{address}]:{port}")
+    } else {
+        format!("{address}:{port}")
+    };
+    proxy(&host, &path).await
+}
+
+/// One HTTP/1.0 GET to the kubelet: the body streams until the kubelet closes the connection
+/// (no chunked encoding to undo).
+async fn proxy(host: &str, path: &str) -> Result<Response, ApiError> {
+    let unavailable =
+        |e: std::io::Error| ApiError::internal(format!("Get \"http://{host}{path}\": {e}"));
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .map_err(unavailable)?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await
+        .map_err(unavailable)?;
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader
+        .read_line(&mut status_line)
+        .await
+        .map_err(unavailable)?;
+    let code: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(502);
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).await.map_err(unavailable)?;
+        if n == 0 || line == "\r\n" || line == "\n" {
+            break;
+        }
+    }
+    if code != 200 {
+        let mut body = String::new();
+        let _ = reader.take(64 << 10).read_to_string(&mut body).await;
+        return Err(ApiError::bad_request(body.trim().to_string()));
+    }
+    let chunks = futures::stream::unfold(reader, |mut reader| async move {
+        let mut buf = vec![0u8; 16 << 10];
+        match reader.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), reader))
+            }
+            Err(e) => Some((Err(e), reader)),
+        }
+    });
+    let body = Body::from_stream(chunks);
+    Ok(Response::builder()
+        .header(http::header::CONTENT_TYPE, "text/plain")
+        .body(body)
+        .expect("static headers are valid"))
+}
