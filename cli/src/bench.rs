@@ -32,6 +32,19 @@ pub enum Bench {
         #[arg(long, default_value = "embedded")]
         store: String,
     },
+    /// Scheduler throughput (scheduler_perf SchedulingBasic): a fresh apiserver, N node
+    /// objects, M pods; first create to last binding. Last line: `throughput: X pods/s`.
+    Scheduler {
+        /// Node objects to create (no kubelets).
+        #[arg(long, default_value_t = 5000)]
+        nodes: usize,
+        /// Pods to create and schedule.
+        #[arg(long, default_value_t = 10_000)]
+        pods: usize,
+        /// percentageOfNodesToScore (0: upstream's adaptive default, 100: every node).
+        #[arg(long, default_value_t = 0)]
+        percentage_of_nodes_to_score: u32,
+    },
 }
 
 pub async fn run(b: Bench) -> anyhow::Result<()> {
@@ -42,6 +55,20 @@ pub async fn run(b: Bench) -> anyhow::Result<()> {
             value_size,
             store,
         } => apiserver(clients.max(1), count.max(1), value_size, &store).await,
+        Bench::Scheduler {
+            nodes,
+            pods,
+            percentage_of_nodes_to_score,
+        } => {
+            let opts = wasmkube_scheduler::bench::BenchOptions {
+                percentage_of_nodes_to_score,
+                ..Default::default()
+            };
+            let report =
+                wasmkube_scheduler::bench::bench_with(nodes.max(1), pods.max(1), opts).await?;
+            println!("{report}");
+            Ok(())
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod bench;
 mod kubeconfig;
+mod scheduler;
 mod security;
 mod serve;
 
@@ -46,10 +47,12 @@ pub struct ServerArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the whole cluster in one process (today: the apiserver) and write DIR/kubeconfig.
+    /// Run the whole cluster in one process (apiserver + scheduler today) and write DIR/kubeconfig.
     Up(ServerArgs),
     /// Run the apiserver alone and write DIR/kubeconfig.
     Apiserver(ServerArgs),
+    /// Run the scheduler against the apiserver in a kubeconfig.
+    Scheduler(scheduler::SchedulerArgs),
     /// Measure a component against a same-run baseline.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -70,8 +73,9 @@ fn main() {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Up(args) => serve::run(args, "wasmkube up").await,
-            Command::Apiserver(args) => serve::run(args, "wasmkube apiserver").await,
+            Command::Up(args) => serve::run(args, serve::Role::Cluster).await,
+            Command::Apiserver(args) => serve::run(args, serve::Role::Apiserver).await,
+            Command::Scheduler(args) => scheduler::run(args).await,
             Command::Bench(b) => bench::run(b).await,
         }
     });

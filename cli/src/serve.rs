@@ -9,7 +9,20 @@ use wasmkube_apiserver::{auth, open_store, serve, serve_tls, ApiServer};
 
 use crate::{kubeconfig, security, ServerArgs};
 
-pub async fn run(args: ServerArgs, what: &str) -> anyhow::Result<()> {
+/// What runs beside the apiserver.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `wasmkube apiserver`: the apiserver alone.
+    Apiserver,
+    /// `wasmkube up`: the whole control plane in this process.
+    Cluster,
+}
+
+pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
+    let what = match role {
+        Role::Apiserver => "wasmkube apiserver",
+        Role::Cluster => "wasmkube up",
+    };
     let dir = match &args.data_dir {
         Some(d) => d.clone(),
         None => kubeconfig::default_data_dir()?,
@@ -76,9 +89,25 @@ pub async fn run(args: ServerArgs, what: &str) -> anyhow::Result<()> {
     println!("data dir: {}", dir.display());
     println!("kubeconfig: {}", kubeconfig.display());
     println!("  export KUBECONFIG={}", kubeconfig.display());
+    let mut components = Vec::new();
+    if role == Role::Cluster {
+        // The control plane talks to the apiserver like any client: through the kubeconfig.
+        let client = wasmkube_scheduler::client_from_kubeconfig(&kubeconfig).await?;
+        let stop = shutdown.clone();
+        components.push(tokio::spawn(async move {
+            if let Err(e) =
+                wasmkube_scheduler::run(client, wasmkube_scheduler::Config::default(), stop).await
+            {
+                tracing::error!(error = %e, "scheduler stopped");
+            }
+        }));
+    }
     wait_for_signal().await?;
     tracing::info!("stopping");
     shutdown.cancel();
+    for c in components {
+        let _ = c.await;
+    }
     server_task
         .await
         .context("server task")?

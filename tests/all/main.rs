@@ -4,6 +4,7 @@
 mod support;
 
 mod client;
+mod cluster;
 mod durability;
 mod etcd;
 mod kubectl;

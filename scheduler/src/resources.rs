@@ -1,0 +1,327 @@
+//! Resource quantities as the scheduler counts them: cpu in millicores, everything else in units
+//! (bytes for memory and ephemeral storage), parsed from Kubernetes `Quantity` strings.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+pub const CPU: &str = "cpu";
+pub const MEMORY: &str = "memory";
+pub const EPHEMERAL_STORAGE: &str = "ephemeral-storage";
+pub const PODS: &str = "pods";
+
+/// What a pod that requests nothing counts as when scoring, as upstream's `GetNonzeroRequests`:
+/// without it, best-effort pods would all pile onto one node.
+pub const DEFAULT_MILLI_CPU_REQUEST: i64 = 100;
+pub const DEFAULT_MEMORY_REQUEST: i64 = 200 * 1024 * 1024;
+
+/// A quantity that could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum QuantityError {
+    #[error(
+        "quantity {0:?}: expected a number with an optional suffix (m, k, Ki, M, Mi, G, Gi, ...)"
+    )]
+    Invalid(String),
+}
+
+/// Parses a quantity into nano-units (`1` → 1e9, `100m` → 1e8), exact for every suffix.
+pub fn parse_nano(s: &str) -> Result<i128, QuantityError> {
+    let bad = || QuantityError::Invalid(s.to_string());
+    let s = s.trim();
+    let (num, suffix) = split_number(s);
+    if num.is_empty() {
+        return Err(bad());
+    }
+    let (negative, digits) = match num.as_bytes()[0] {
+        b'-' => (true, &num[1..]),
+        b'+' => (false, &num[1..]),
+        _ => (false, num),
+    };
+    let (int_part, frac_part) = digits.split_once('.').unwrap_or((digits, ""));
+    if int_part.is_empty() && frac_part.is_empty() {
+        return Err(bad());
+    }
+    // value = mantissa * 10^(-frac_len) * multiplier, computed in nano units.
+    let mut mantissa: i128 = 0;
+    for c in int_part.bytes().chain(frac_part.bytes()) {
+        if !c.is_ascii_digit() {
+            return Err(bad());
+        }
+        mantissa = mantissa
+            .checked_mul(10)
+            .and_then(|m| m.checked_add(i128::from(c - b'0')))
+            .ok_or_else(bad)?;
+    }
+    let frac_len = frac_part.len() as i32;
+    let (binary, exp10): (i128, i32) = match suffix {
+        "" => (1, 0),
+        "n" => (1, -9),
+        "u" => (1, -6),
+        "m" => (1, -3),
+        "k" => (1, 3),
+        "M" => (1, 6),
+        "G" => (1, 9),
+        "T" => (1, 12),
+        "P" => (1, 15),
+        "E" => (1, 18),
+        "Ki" => (1 << 10, 0),
+        "Mi" => (1 << 20, 0),
+        "Gi" => (1 << 30, 0),
+        "Ti" => (1 << 40, 0),
+        "Pi" => (1 << 50, 0),
+        "Ei" => (1 << 60, 0),
+        other => {
+            let exp = other
+                .strip_prefix('e')
+                .or_else(|| other.strip_prefix('E'))
+                .ok_or_else(bad)?;
+            (1, exp.parse::<i32>().map_err(|_| bad())?)
+        }
+    };
+    let scale = 9 + exp10 - frac_len;
+    let mut v = mantissa.checked_mul(binary).ok_or_else(bad)?;
+    if scale >= 0 {
+        v = 10i128
+            .checked_pow(scale as u32)
+            .and_then(|p| v.checked_mul(p))
+            .ok_or_else(bad)?;
+    } else {
+        // Round up, as upstream's Quantity does when it loses precision.
+        let p = 10i128.checked_pow((-scale) as u32).ok_or_else(bad)?;
+        v = (v + p - 1) / p;
+    }
+    Ok(if negative { -v } else { v })
+}
+
+fn split_number(s: &str) -> (&str, &str) {
+    let end = s
+        .char_indices()
+        .find(|(i, c)| !(c.is_ascii_digit() || *c == '.' || (*i == 0 && (*c == '-' || *c == '+'))))
+        .map(|(i, _)| i)
+        .unwrap_or(s.len());
+    s.split_at(end)
+}
+
+/// Millicores of a cpu quantity, rounded up.
+pub fn milli_value(q: &Quantity) -> Result<i64, QuantityError> {
+    let nano = parse_nano(&q.0)?;
+    Ok(clamp(ceil_div(nano, 1_000_000)))
+}
+
+/// Whole units of a quantity (bytes for memory), rounded up.
+pub fn value(q: &Quantity) -> Result<i64, QuantityError> {
+    let nano = parse_nano(&q.0)?;
+    Ok(clamp(ceil_div(nano, 1_000_000_000)))
+}
+
+fn ceil_div(a: i128, b: i128) -> i128 {
+    if a >= 0 {
+        (a + b - 1) / b
+    } else {
+        a / b
+    }
+}
+
+fn clamp(v: i128) -> i64 {
+    v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+}
+
+/// An amount of every resource the scheduler tracks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub milli_cpu: i64,
+    pub memory: i64,
+    pub ephemeral_storage: i64,
+    pub pods: i64,
+    /// Extended resources (`example.com/gpu`) and hugepages, by name.
+    pub scalar: BTreeMap<String, i64>,
+}
+
+impl Resources {
+    /// Reads a resource list (node allocatable or container requests); unreadable quantities
+    /// count as zero and are reported once in `bad`.
+    pub fn from_list(list: &BTreeMap<String, Quantity>, bad: &mut Vec<QuantityError>) -> Self {
+        let mut r = Resources::default();
+        for (name, q) in list {
+            let parsed = if name == CPU {
+                milli_value(q)
+            } else {
+                value(q)
+            };
+            let v = match parsed {
+                Ok(v) => v,
+                Err(e) => {
+                    bad.push(e);
+                    continue;
+                }
+            };
+            r.set(name, v);
+        }
+        r
+    }
+
+    pub fn get(&self, name: &str) -> i64 {
+        match name {
+            CPU => self.milli_cpu,
+            MEMORY => self.memory,
+            EPHEMERAL_STORAGE => self.ephemeral_storage,
+            PODS => self.pods,
+            other => self.scalar.get(other).copied().unwrap_or(0),
+        }
+    }
+
+    pub fn set(&mut self, name: &str, v: i64) {
+        match name {
+            CPU => self.milli_cpu = v,
+            MEMORY => self.memory = v,
+            EPHEMERAL_STORAGE => self.ephemeral_storage = v,
+            PODS => self.pods = v,
+            other => {
+                self.scalar.insert(other.to_string(), v);
+            }
+        }
+    }
+
+    pub fn add(&mut self, o: &Resources) {
+        self.milli_cpu += o.milli_cpu;
+        self.memory += o.memory;
+        self.ephemeral_storage += o.ephemeral_storage;
+        self.pods += o.pods;
+        for (k, v) in &o.scalar {
+            *self.scalar.entry(k.clone()).or_insert(0) += v;
+        }
+    }
+
+    pub fn sub(&mut self, o: &Resources) {
+        self.milli_cpu -= o.milli_cpu;
+        self.memory -= o.memory;
+        self.ephemeral_storage -= o.ephemeral_storage;
+        self.pods -= o.pods;
+        for (k, v) in &o.scalar {
+            *self.scalar.entry(k.clone()).or_insert(0) -= v;
+        }
+    }
+
+    /// Each resource the larger of the two (for init containers, which run one at a time).
+    fn max_with(&mut self, o: &Resources) {
+        self.milli_cpu = self.milli_cpu.max(o.milli_cpu);
+        self.memory = self.memory.max(o.memory);
+        self.ephemeral_storage = self.ephemeral_storage.max(o.ephemeral_storage);
+        for (k, v) in &o.scalar {
+            let e = self.scalar.entry(k.clone()).or_insert(0);
+            *e = (*e).max(*v);
+        }
+    }
+}
+
+fn container_requests(c: &Container, bad: &mut Vec<QuantityError>) -> Resources {
+    let Some(res) = &c.resources else {
+        return Resources::default();
+    };
+    // A container with limits but no requests requests its limits (apiserver defaulting does
+    // this too, but objects written by other servers may not be defaulted).
+    match (&res.requests, &res.limits) {
+        (Some(req), Some(lim)) => {
+            let mut merged = lim.clone();
+            merged.extend(req.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Resources::from_list(&merged, bad)
+        }
+        (Some(req), None) => Resources::from_list(req, bad),
+        (None, Some(lim)) => Resources::from_list(lim, bad),
+        (None, None) => Resources::default(),
+    }
+}
+
+/// A pod's effective request, as upstream's `PodRequests`: the sum of its containers (and
+/// restartable init containers, which keep running), at least the largest init container, plus
+/// the pod overhead.
+pub fn pod_requests(pod: &Pod, bad: &mut Vec<QuantityError>) -> Resources {
+    let Some(spec) = &pod.spec else {
+        return Resources::default();
+    };
+    let mut sum = Resources::default();
+    for c in &spec.containers {
+        sum.add(&container_requests(c, bad));
+    }
+    let mut sidecars = Resources::default();
+    let mut init_max = Resources::default();
+    for c in spec.init_containers.iter().flatten() {
+        let r = container_requests(c, bad);
+        if c.restart_policy.as_deref() == Some("Always") {
+            sidecars.add(&r);
+            init_max.max_with(&sidecars);
+        } else {
+            let mut with_sidecars = r;
+            with_sidecars.add(&sidecars);
+            init_max.max_with(&with_sidecars);
+        }
+    }
+    sum.add(&sidecars);
+    sum.max_with(&init_max);
+    if let Some(overhead) = &spec.overhead {
+        sum.add(&Resources::from_list(overhead, bad));
+    }
+    sum.pods = 0;
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_quantities_like_upstream() {
+        let cases: &[(&str, i64, i64)] = &[
+            // (quantity, milli value, value)
+            ("1", 1000, 1),
+            ("100m", 100, 1),
+            ("0.5", 500, 1),
+            ("1.5", 1500, 2),
+            ("2k", 2_000_000, 2000),
+            ("1Ki", 1_024_000, 1024),
+            ("500Mi", 524_288_000_000, 524_288_000),
+            ("32Gi", 34_359_738_368_000, 34_359_738_368),
+            ("1e3", 1_000_000, 1000),
+            ("1E3", 1_000_000, 1000),
+            ("1n", 1, 1),
+            ("0", 0, 0),
+            ("+2", 2000, 2),
+        ];
+        for (s, milli, v) in cases {
+            let q = Quantity(s.to_string());
+            assert_eq!(milli_value(&q).unwrap(), *milli, "milli of {s}");
+            assert_eq!(value(&q).unwrap(), *v, "value of {s}");
+        }
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        for s in ["", "abc", "1x", "1.2.3", "Mi", "1e"] {
+            assert!(parse_nano(s).is_err(), "{s:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn pod_requests_take_the_larger_of_containers_and_init_containers() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {
+                "containers": [
+                    {"name": "a", "resources": {"requests": {"cpu": "100m", "memory": "1Gi"}}},
+                    {"name": "b", "resources": {"limits": {"cpu": "200m"}}}
+                ],
+                "initContainers": [
+                    {"name": "i", "resources": {"requests": {"cpu": "1", "memory": "10Mi"}}}
+                ],
+                "overhead": {"cpu": "10m"}
+            }
+        }))
+        .unwrap();
+        let mut bad = vec![];
+        let r = pod_requests(&pod, &mut bad);
+        assert!(bad.is_empty());
+        assert_eq!(r.milli_cpu, 1010);
+        assert_eq!(r.memory, 1 << 30);
+    }
+}
