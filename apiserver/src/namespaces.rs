@@ -52,6 +52,12 @@ impl NamespaceCache {
         self.0.read().ok().and_then(|m| m.get(name).copied())
     }
 
+    /// Records at once that `name` is being deleted (this apiserver just marked it), so no
+    /// create slips in before the watch reports it.
+    pub fn mark_deleting(&self, name: &str) {
+        self.set(name, Some(true));
+    }
+
     fn replace(&self, all: impl IntoIterator<Item = (String, bool)>) {
         if let Ok(mut m) = self.0.write() {
             *m = all.into_iter().collect();

@@ -740,6 +740,9 @@ pub async fn delete_object(ctx: &Ctx<'_>, opts: &DeleteOptions) -> Result<Value,
             {
                 Ok(kv) => {
                     codec::set_resource_version(&mut obj, kv.mod_revision);
+                    if ns_pending {
+                        ctx.server.namespaces.mark_deleting(object::name(&obj));
+                    }
                     return Ok(obj);
                 }
                 Err(StorageError::Conflict { .. }) => continue,

@@ -54,6 +54,20 @@ pub fn prepare_create(def: &ResourceDef, obj: &mut Value, uid: &str, now: &str) 
     let Some(map) = obj.as_object_mut() else {
         return;
     };
+    // Upstream's Go types hold `spec` by value, so it is always there (`{}` at least): JSON
+    // patches that add under /spec rely on it.
+    if !matches!(
+        def.storage,
+        "configmaps"
+            | "secrets"
+            | "endpoints"
+            | "events"
+            | "endpointslices"
+            | "serviceaccounts"
+            | "storageclasses"
+    ) {
+        map.entry("spec").or_insert_with(|| json!({}));
+    }
     // Status is written through the status subresource; a create starts it afresh, except where
     // upstream keeps what the creator sent (nodes register with their status).
     match def.storage {

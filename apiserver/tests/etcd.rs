@@ -134,6 +134,7 @@ async fn unreachable_etcd_answers_503_quickly() {
         store: store.clone(),
         authenticator: Box::new(auth::InsecureAdmin),
         shutdown: CancellationToken::new(),
+        namespaces: Default::default(),
     });
     let api = Api {
         router: app(server),

@@ -45,6 +45,13 @@ pub enum Bench {
         #[arg(long, default_value_t = 0)]
         percentage_of_nodes_to_score: u32,
     },
+    /// Pod create -> Running (seen by watch) with the module cached, next to a bare wasmtime
+    /// instantiate+run of the same module. Last line: `p99: X ms, ratio: Y`.
+    Startup {
+        /// Pods to start.
+        #[arg(long, default_value_t = 200)]
+        pods: usize,
+    },
 }
 
 pub async fn run(b: Bench) -> anyhow::Result<()> {
@@ -67,6 +74,16 @@ pub async fn run(b: Bench) -> anyhow::Result<()> {
             let report =
                 wasmkube_scheduler::bench::bench_with(nodes.max(1), pods.max(1), opts).await?;
             println!("{report}");
+            Ok(())
+        }
+        Bench::Startup { pods } => {
+            let dir = tempfile::tempdir().context("temp dir")?;
+            let server =
+                wasmkube_apiserver::LocalServer::start("embedded", &dir.path().join("api")).await?;
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let client = kube::Client::try_from(kube::Config::new(server.url().parse()?))?;
+            let figures = wasmkube_kubelet::bench::startup(client, dir.path(), pods.max(1)).await?;
+            println!("{}", figures.report());
             Ok(())
         }
     }

@@ -63,3 +63,14 @@ current-context: wasmkube
     wasmkube_apiserver::tls::write_private(&path, &text)?;
     Ok(path)
 }
+
+/// A kube-rs client from a kubeconfig file (CA, token), as every component connects.
+pub async fn client(path: &Path) -> anyhow::Result<kube::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kc = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .with_context(|| format!("using {}", path.display()))?;
+    Ok(kube::Client::try_from(config)?)
+}

@@ -1,7 +1,9 @@
 //! `wasmkube`: the single binary that runs the whole cluster (`up`) or one component.
 
 mod bench;
+mod controllers;
 mod kubeconfig;
+mod kubelet;
 mod scheduler;
 mod security;
 mod serve;
@@ -47,12 +49,22 @@ pub struct ServerArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the whole cluster in one process (apiserver + scheduler today) and write DIR/kubeconfig.
+    /// Run the whole cluster in one process (apiserver, scheduler, controllers, one kubelet)
+    /// and write DIR/kubeconfig.
     Up(ServerArgs),
     /// Run the apiserver alone and write DIR/kubeconfig.
     Apiserver(ServerArgs),
     /// Run the scheduler against the apiserver in a kubeconfig.
     Scheduler(scheduler::SchedulerArgs),
+    /// Run the controllers (ReplicaSet, Deployment, Job, GC, ...) against a kubeconfig.
+    ControllerManager(controllers::ControllerArgs),
+    /// Run a node agent that runs the wasm pods bound to it.
+    Kubelet(kubelet::KubeletArgs),
+    /// Manage the nodes' module store.
+    #[command(subcommand)]
+    Image(kubelet::Image),
+    /// Push a .wasm to an OCI registry as a wasm artifact.
+    Push(kubelet::PushArgs),
     /// Measure a component against a same-run baseline.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -76,6 +88,10 @@ fn main() {
             Command::Up(args) => serve::run(args, serve::Role::Cluster).await,
             Command::Apiserver(args) => serve::run(args, serve::Role::Apiserver).await,
             Command::Scheduler(args) => scheduler::run(args).await,
+            Command::ControllerManager(args) => controllers::run(args).await,
+            Command::Kubelet(args) => kubelet::run(args).await,
+            Command::Image(cmd) => kubelet::image(cmd),
+            Command::Push(args) => kubelet::push(args).await,
             Command::Bench(b) => bench::run(b).await,
         }
     });
@@ -88,4 +104,16 @@ fn main() {
 fn fail(msg: &str) -> ! {
     eprintln!("wasmkube: error: {msg}");
     std::process::exit(1)
+}
+
+/// Waits for SIGINT or SIGTERM: how every long-running command stops.
+pub(crate) async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
 }

@@ -30,20 +30,9 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
         "wasmkube scheduler: running against {}",
         args.kubeconfig.display()
     );
-    wait_for_signal().await?;
+    crate::wait_for_signal().await?;
     tracing::info!("stopping");
     shutdown.cancel();
     task.await.context("scheduler task")??;
-    Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! Credentials `wasmkube up` creates on first start: the admin bearer token, kept with the PKI.
+//! Credentials `wasmkube up` creates on first start, kept with the PKI in upstream's static
+//! token file format (`token,user,uid,"groups"`): the admin's and each node's.
 
 use std::path::Path;
 
@@ -8,31 +9,43 @@ use wasmkube_apiserver::auth::TokenAuthenticator;
 
 const TOKENS: &str = "tokens.csv";
 
-/// The admin token, created (32 random bytes) on first use.
-pub fn admin_token(pki_dir: &Path) -> anyhow::Result<String> {
+/// The token of `user`, added to the token file (32 random bytes) on first use.
+fn token_for(pki_dir: &Path, user: &str, uid: &str, groups: &str) -> anyhow::Result<String> {
+    std::fs::create_dir_all(pki_dir).with_context(|| format!("creating {}", pki_dir.display()))?;
     let path = pki_dir.join(TOKENS);
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        if let Some(token) = text
-            .lines()
-            .find(|l| l.split(',').nth(1) == Some("system:admin"))
-            .and_then(|l| l.split(',').next())
-        {
-            return Ok(token.to_string());
-        }
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    if let Some(token) = text
+        .lines()
+        .find(|l| l.split(',').nth(1) == Some(user))
+        .and_then(|l| l.split(',').next())
+    {
+        return Ok(token.to_string());
     }
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| anyhow::anyhow!("no randomness for the admin token: {e}"))?;
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a token: {e}"))?;
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    // Upstream's static token file format: token,user,uid,"groups".
-    let line = format!("{token},system:admin,admin,\"system:masters\"\n");
-    wasmkube_apiserver::tls::write_private(&path, &line)?;
+    let line = format!("{token},{user},{uid},\"{groups}\"\n");
+    wasmkube_apiserver::tls::write_private(&path, &format!("{text}{line}"))?;
     Ok(token)
 }
 
-/// The authenticator for the tokens in `pki_dir` (created with the admin token if missing).
+/// The cluster admin's token (group system:masters).
+pub fn admin_token(pki_dir: &Path) -> anyhow::Result<String> {
+    token_for(pki_dir, "system:admin", "admin", "system:masters")
+}
+
+/// Node `node`'s token: user `system:node:<node>`, group `system:nodes` (NodeRestriction).
+pub fn node_token(pki_dir: &Path, node: &str) -> anyhow::Result<String> {
+    token_for(
+        pki_dir,
+        &format!("system:node:{node}"),
+        &format!("node-{node}"),
+        "system:nodes",
+    )
+}
+
+/// The authenticator for the tokens in `pki_dir` (the admin's created if missing).
 pub fn token_authenticator(pki_dir: &Path) -> anyhow::Result<TokenAuthenticator> {
-    std::fs::create_dir_all(pki_dir).with_context(|| format!("creating {}", pki_dir.display()))?;
     admin_token(pki_dir)?;
     let path = pki_dir.join(TOKENS);
     TokenAuthenticator::from_file(&path).with_context(|| format!("reading {}", path.display()))

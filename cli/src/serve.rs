@@ -31,6 +31,15 @@ pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
         .with_context(|| format!("creating data dir {}", dir.display()))?;
     let store = open_store(&args.store, &dir).await?;
     let shutdown = CancellationToken::new();
+    // The node `up` runs, with its own credential (created before the token file is read).
+    let node = match role {
+        Role::Cluster => Some(crate::kubelet::default_node_name()),
+        Role::Apiserver => None,
+    };
+    let node_token = match (&node, args.insecure) {
+        (Some(n), false) => Some(security::node_token(&dir.join("pki"), n)?),
+        _ => None,
+    };
     let authenticator: Box<dyn auth::Authenticator> = if args.insecure {
         Box::new(auth::InsecureAdmin)
     } else {
@@ -50,6 +59,7 @@ pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
         addr.ip()
     };
     let client_addr = std::net::SocketAddr::new(host, addr.port());
+    let mut ca_pem = None;
     let (server_task, url, kubeconfig) = if args.insecure {
         let url = format!("http://{client_addr}");
         let kubeconfig = kubeconfig::write(
@@ -79,6 +89,7 @@ pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
             },
         )?;
         let tls = pki.server_config()?;
+        ca_pem = Some(pki.ca_cert_pem.clone());
         (
             tokio::spawn(serve_tls(listener, Arc::clone(&server), tls)),
             url,
@@ -92,7 +103,7 @@ pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
     let mut components = Vec::new();
     if role == Role::Cluster {
         // The control plane talks to the apiserver like any client: through the kubeconfig.
-        let client = wasmkube_scheduler::client_from_kubeconfig(&kubeconfig).await?;
+        let client = kubeconfig::client(&kubeconfig).await?;
         let stop = shutdown.clone();
         components.push(tokio::spawn(async move {
             if let Err(e) =
@@ -101,8 +112,38 @@ pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
                 tracing::error!(error = %e, "scheduler stopped");
             }
         }));
+        let client = kubeconfig::client(&kubeconfig).await?;
+        let stop = shutdown.clone();
+        components.push(tokio::spawn(async move {
+            let config = wasmkube_controllers::ControllerConfig::default();
+            if let Err(e) = wasmkube_controllers::run(client, config, stop).await {
+                tracing::error!(error = %e, "controller-manager stopped");
+            }
+        }));
+        // One kubelet, as the node's own user (NodeRestriction applies to it).
+        if let Some(node) = &node {
+            let node_dir = dir.join("nodes").join(node);
+            std::fs::create_dir_all(&node_dir)
+                .with_context(|| format!("creating {}", node_dir.display()))?;
+            let node_kubeconfig = kubeconfig::write(
+                &node_dir,
+                &kubeconfig::Access {
+                    server: &url,
+                    ca_pem: ca_pem.as_deref(),
+                    token: node_token.as_deref(),
+                },
+            )?;
+            let client = kubeconfig::client(&node_kubeconfig).await?;
+            let config = wasmkube_kubelet::KubeletConfig::new(node, node_dir);
+            let stop = shutdown.clone();
+            components.push(tokio::spawn(async move {
+                if let Err(e) = wasmkube_kubelet::run(client, config, stop).await {
+                    tracing::error!(error = %e, "kubelet stopped");
+                }
+            }));
+        }
     }
-    wait_for_signal().await?;
+    crate::wait_for_signal().await?;
     tracing::info!("stopping");
     shutdown.cancel();
     for c in components {
@@ -112,17 +153,6 @@ pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
         .await
         .context("server task")?
         .context("serving")?;
-    Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
     Ok(())
 }
 

@@ -194,3 +194,31 @@ impl Drop for Cluster {
         self.kill();
     }
 }
+
+/// An example guest (examples/guests) built for wasm32-wasip1, building them on first use.
+pub fn example_guest(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    BUILT.get_or_init(|| {
+        let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(&dir)
+            .env_remove("CARGO_TARGET_DIR")
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip1",
+                "--target-dir",
+            ])
+            .arg(dir.join("target"))
+            .output()
+            .expect("run cargo for the example guests");
+        assert!(
+            out.status.success(),
+            "building the example guests failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    dir.join("target/wasm32-wasip1/release")
+        .join(format!("{name}.wasm"))
+}

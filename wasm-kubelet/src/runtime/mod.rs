@@ -1,0 +1,417 @@
+//! The wasmtime runtime: one [`Engine`] per kubelet with epoch interruption, compiled code
+//! cached on disk by digest + engine settings (a cached start never compiles), and one `Store`
+//! per container run. WASI p1 core modules and p2 command components are told apart by their
+//! header bytes.
+
+pub mod logs;
+pub mod sandbox;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime::{Config, Engine, InstancePre, Linker, Module, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
+
+use logs::LogFile;
+use sandbox::MemoryLimiter;
+
+/// How often the epoch advances: the granularity of yielding and of stopping a busy guest.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Exit code reported for a container stopped by the kubelet or killed for memory (SIGKILL).
+pub const EXIT_KILLED: i32 = 137;
+/// Exit code reported for a trap (as `wasmtime run` does: 128 + SIGABRT).
+pub const EXIT_TRAP: i32 = 134;
+
+/// Errors of the runtime. `Invalid` and `Link` become `CreateContainerError`.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("creating the wasmtime engine: {0}")]
+    Engine(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid wasm: {0}")]
+    Invalid(String),
+    #[error("cannot link the guest against WASI: {0}")]
+    Link(String),
+    #[error("compile task failed: {0}")]
+    Join(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
+    move |source| RuntimeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What a wasm binary is, from its header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WasmKind {
+    /// A core module (WASI preview 1).
+    Module,
+    /// A component (WASI preview 2 `wasi:cli/command`).
+    Component,
+}
+
+/// Detects a core module or a component from the first 8 bytes.
+pub fn detect(bytes: &[u8]) -> Result<WasmKind, RuntimeError> {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Ok(WasmKind::Module),
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => Ok(WasmKind::Component),
+        _ => Err(RuntimeError::Invalid(
+            "not a WebAssembly binary (expected the \\0asm header of a module or component)".into(),
+        )),
+    }
+}
+
+/// What one container run gets: argv, env and limits.
+#[derive(Clone, Debug, Default)]
+pub struct ContainerSpec {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// `resources.limits.memory` in bytes.
+    pub memory_limit: Option<u64>,
+    /// `resources.limits.cpu` in millicores: a guest below 1000m sleeps between its epoch
+    /// slices in proportion (wall-clock slices, so the quota is approximate).
+    pub cpu_millis: Option<u64>,
+    /// Where the run reports what it uses (shared with `/stats/summary`).
+    pub usage: Arc<sandbox::Usage>,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exit {
+    pub exit_code: i32,
+    /// `Completed`, `Error` or `OOMKilled`.
+    pub reason: &'static str,
+    pub message: Option<String>,
+}
+
+/// A compiled, linked guest, ready to instantiate.
+#[derive(Clone)]
+pub enum Program {
+    Module(InstancePre<P1State>),
+    Component(CommandPre<P2State>),
+}
+
+/// Store data of a p1 module.
+pub struct P1State {
+    wasi: WasiP1Ctx,
+    limiter: MemoryLimiter,
+}
+
+/// Store data of a p2 component.
+pub struct P2State {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+}
+
+impl WasiView for P2State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+struct Inner {
+    engine: Engine,
+    p1: Linker<P1State>,
+    p2: wasmtime::component::Linker<P2State>,
+    cache_dir: PathBuf,
+    engine_key: String,
+    loaded: Mutex<HashMap<String, Program>>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The kubelet's wasmtime runtime (cheap to clone).
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+impl Runtime {
+    /// Builds the engine and linkers, and starts the epoch ticker; compiled code is cached in
+    /// `cache_dir`.
+    pub fn new(cache_dir: &Path) -> Result<Self, RuntimeError> {
+        std::fs::create_dir_all(cache_dir).map_err(io_err(cache_dir))?;
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let mut p1 = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut p1, |s: &mut P1State| &mut s.wasi)
+            .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let mut p2 = wasmtime::component::Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut p2)
+            .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_key = format!("{:016x}", hasher.finish());
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = stop_ticker.clone();
+            std::thread::Builder::new()
+                .name("wasm-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| RuntimeError::Engine(format!("epoch ticker: {e}")))?;
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                p1,
+                p2,
+                cache_dir: cache_dir.to_path_buf(),
+                engine_key,
+                loaded: Mutex::new(HashMap::new()),
+                stop_ticker,
+            }),
+        })
+    }
+
+    /// The engine (shared by every store).
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    fn cached(&self, digest: &str) -> Option<Program> {
+        self.inner
+            .loaded
+            .lock()
+            .ok()
+            .and_then(|m| m.get(digest).cloned())
+    }
+
+    /// The program for the wasm blob `digest` stored at `wasm`: from memory, else from the
+    /// on-disk compiled cache, else compiled (off the async threads) and cached.
+    pub async fn load(&self, digest: &str, wasm: &Path) -> Result<Program, RuntimeError> {
+        if let Some(p) = self.cached(digest) {
+            return Ok(p);
+        }
+        let this = self.clone();
+        let digest_owned = digest.to_string();
+        let wasm = wasm.to_path_buf();
+        let program = tokio::task::spawn_blocking(move || this.load_blocking(&digest_owned, &wasm))
+            .await
+            .map_err(|e| RuntimeError::Join(e.to_string()))??;
+        if let Ok(mut m) = self.inner.loaded.lock() {
+            m.insert(digest.to_string(), program.clone());
+        }
+        Ok(program)
+    }
+
+    fn load_blocking(&self, digest: &str, wasm: &Path) -> Result<Program, RuntimeError> {
+        let engine = &self.inner.engine;
+        let bytes = std::fs::read(wasm).map_err(io_err(wasm))?;
+        let kind = detect(&bytes)?;
+        let safe_digest = digest.replace(':', "-");
+        let compiled = self
+            .inner
+            .cache_dir
+            .join(format!("{safe_digest}-{}.cwasm", self.inner.engine_key));
+        let invalid = |e: wasmtime::Error| RuntimeError::Invalid(format!("{e:#}"));
+        let link = |e: wasmtime::Error| RuntimeError::Link(format!("{e:#}"));
+        match kind {
+            WasmKind::Module => {
+                // SAFETY: the file was written by `Module::serialize` of an engine with the
+                // same compatibility hash (it is in the name) under the kubelet's data dir.
+                let module = match unsafe { Module::deserialize_file(engine, &compiled) } {
+                    Ok(m) => m,
+                    Err(_) => {
+                        let m = Module::from_binary(engine, &bytes).map_err(invalid)?;
+                        write_cache(&compiled, &m.serialize().map_err(invalid)?)?;
+                        m
+                    }
+                };
+                let pre = self.inner.p1.instantiate_pre(&module).map_err(link)?;
+                Ok(Program::Module(pre))
+            }
+            WasmKind::Component => {
+                // SAFETY: as above, for components.
+                let component = match unsafe { Component::deserialize_file(engine, &compiled) } {
+                    Ok(c) => c,
+                    Err(_) => {
+                        let c = Component::from_binary(engine, &bytes).map_err(invalid)?;
+                        write_cache(&compiled, &c.serialize().map_err(invalid)?)?;
+                        c
+                    }
+                };
+                let pre = self.inner.p2.instantiate_pre(&component).map_err(link)?;
+                let pre = CommandPre::new(pre).map_err(link)?;
+                Ok(Program::Component(pre))
+            }
+        }
+    }
+
+    /// Runs `program` to its end (or until `stop` is cancelled), with output to `log`.
+    pub async fn run(
+        &self,
+        program: &Program,
+        spec: &ContainerSpec,
+        log: &LogFile,
+        stop: &CancellationToken,
+    ) -> Exit {
+        let engine = &self.inner.engine;
+        let grants = || sandbox::grants(spec, log);
+        let exit = match program {
+            Program::Module(pre) => {
+                let state = P1State {
+                    wasi: grants().build_p1(),
+                    limiter: MemoryLimiter::new(spec.memory_limit, spec.usage.clone()),
+                };
+                let mut store = Store::new(engine, state);
+                store.limiter(|s| &mut s.limiter);
+                yield_every_tick(&mut store, spec.cpu_millis);
+                let outcome = {
+                    let run = async {
+                        let instance = pre.instantiate_async(&mut store).await?;
+                        let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                        start.call_async(&mut store, ()).await
+                    };
+                    tokio::select! {
+                        r = run => Some(r.map(|()| 0)),
+                        () = stop.cancelled() => None,
+                    }
+                };
+                classify(outcome, store.data().limiter.refused)
+            }
+            Program::Component(pre) => {
+                let state = P2State {
+                    ctx: grants().build(),
+                    table: ResourceTable::new(),
+                    limiter: MemoryLimiter::new(spec.memory_limit, spec.usage.clone()),
+                };
+                let mut store = Store::new(engine, state);
+                store.limiter(|s| &mut s.limiter);
+                yield_every_tick(&mut store, spec.cpu_millis);
+                let outcome = {
+                    let run = async {
+                        let command = pre.instantiate_async(&mut store).await?;
+                        let result = command.wasi_cli_run().call_run(&mut store).await?;
+                        Ok(if result.is_ok() { 0 } else { 1 })
+                    };
+                    tokio::select! {
+                        r = run => Some(r),
+                        () = stop.cancelled() => None,
+                    }
+                };
+                classify(outcome, store.data().limiter.refused)
+            }
+        };
+        log.finish();
+        exit
+    }
+}
+
+/// A guest yields to the async runtime at every epoch tick: a busy loop neither starves other
+/// pods nor escapes `stop` (the run future is dropped at its next yield). Under a CPU limit
+/// below one core it also sleeps after each slice, so it runs `millis`/1000 of the time.
+fn yield_every_tick<T>(store: &mut Store<T>, cpu_millis: Option<u64>) {
+    store.set_epoch_deadline(1);
+    match cpu_millis.filter(|m| *m < 1000) {
+        Some(millis) => {
+            let millis = u32::try_from(millis.max(1)).unwrap_or(1);
+            // Measured, not assumed: the pause is proportional to the time actually run since
+            // the last resume, so ticker jitter does not change the share.
+            let mut resumed = std::time::Instant::now();
+            store.epoch_deadline_callback(move |_| {
+                let ran = resumed.elapsed();
+                let pause = ran * (1000 - millis) / millis;
+                resumed = std::time::Instant::now() + pause;
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::time::sleep(pause)),
+                ))
+            });
+        }
+        None => store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1))),
+    }
+}
+
+fn write_cache(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// Maps a run's outcome (`None`: stopped by the kubelet) to an exit code and reason.
+fn classify(outcome: Option<wasmtime::Result<i32>>, memory_refused: bool) -> Exit {
+    let exit = |code: i32, reason: &'static str, message: Option<String>| Exit {
+        exit_code: code,
+        reason,
+        message,
+    };
+    match outcome {
+        None => exit(
+            EXIT_KILLED,
+            "Error",
+            Some("stopped by the kubelet (epoch interruption)".into()),
+        ),
+        Some(Ok(0)) => exit(0, "Completed", None),
+        Some(Ok(code)) if memory_refused => exit(code, "OOMKilled", None),
+        Some(Ok(code)) => exit(code, "Error", None),
+        Some(Err(e)) => {
+            if let Some(I32Exit(code)) = e.downcast_ref::<I32Exit>() {
+                return match *code {
+                    0 => exit(0, "Completed", None),
+                    c if memory_refused => exit(c, "OOMKilled", None),
+                    c => exit(c, "Error", None),
+                };
+            }
+            if memory_refused {
+                return exit(
+                    EXIT_KILLED,
+                    "OOMKilled",
+                    Some(format!("memory limit reached: {}", e.root_cause())),
+                );
+            }
+            let message = match e.downcast_ref::<Trap>() {
+                Some(trap) => trap.to_string(),
+                None => e.root_cause().to_string(),
+            };
+            exit(EXIT_TRAP, "Error", Some(message))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modules_and_components_are_told_apart_by_their_header() {
+        assert_eq!(detect(b"\0asm\x01\0\0\0rest").unwrap(), WasmKind::Module);
+        assert_eq!(
+            detect(b"\0asm\x0d\0\x01\0rest").unwrap(),
+            WasmKind::Component
+        );
+        assert!(matches!(detect(b"(module)"), Err(RuntimeError::Invalid(_))));
+        assert!(matches!(detect(b"\0as"), Err(RuntimeError::Invalid(_))));
+    }
+}

@@ -1,0 +1,942 @@
+//! Drives [`crate::pod::step`] for every pod bound to this node: one task per pod turns pod
+//! updates, container exits and timers into events, executes the actions (pull, create, run,
+//! stop) and writes the status through `pods/status`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::events::{Event as RecordedEvent, EventType, Recorder};
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::WatchStreamExt;
+use kube::{Client, Resource};
+use oci_client::secrets::RegistryAuth;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::image::{self, Images, PullPolicy};
+use crate::pod::{self, step, Action, ContainerState, Event, Phase, PodState, Slot, Termination};
+use crate::runtime::logs::{LogFile, Stream};
+use crate::runtime::{ContainerSpec, Runtime};
+use crate::server::{ContainerStat, LiveLogs, PodRef, PodStats};
+use crate::KubeletConfig;
+
+/// What every pod supervisor shares.
+pub(crate) struct Kubelet {
+    pub client: Client,
+    pub config: KubeletConfig,
+    pub runtime: Runtime,
+    pub images: Images,
+    pub live: LiveLogs,
+    pub stats: PodStats,
+    pub recorder: Recorder,
+}
+
+impl Kubelet {
+    /// Records an Event about `pod` (in the background: a start never waits on it).
+    fn event(&self, pod: &Pod, warning: bool, reason: &str, action: &str, note: String) {
+        let recorder = self.recorder.clone();
+        let reference = pod.object_ref(&());
+        let event = RecordedEvent {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::debug!("event {}: {e}", event.reason);
+            }
+        });
+    }
+}
+
+struct Supervised {
+    pod: watch::Sender<Option<Pod>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn uid_of(pod: &Pod) -> String {
+    pod.metadata.uid.clone().unwrap_or_default()
+}
+
+/// Watches the pods bound to this node and keeps one supervisor per pod until `shutdown`.
+pub(crate) async fn watch_pods(k: Arc<Kubelet>, shutdown: CancellationToken) {
+    let api: Api<Pod> = Api::all(k.client.clone());
+    let selector = format!("spec.nodeName={}", k.config.node_name);
+    let mut events =
+        Box::pin(watcher(api, watcher::Config::default().fields(&selector)).default_backoff());
+    let mut pods: HashMap<String, Supervised> = HashMap::new();
+    let mut listed: HashSet<String> = HashSet::new();
+    loop {
+        let event = tokio::select! {
+            () = shutdown.cancelled() => break,
+            e = events.try_next() => e,
+        };
+        match event {
+            Ok(Some(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => {
+                listed.insert(uid_of(&p));
+                dispatch(&k, &mut pods, p);
+            }
+            Ok(Some(watcher::Event::Delete(p))) => {
+                if let Some(s) = pods.remove(&uid_of(&p)) {
+                    s.pod.send_replace(None);
+                }
+            }
+            Ok(Some(watcher::Event::Init)) => listed.clear(),
+            Ok(Some(watcher::Event::InitDone)) => {
+                // A re-list: pods that vanished meanwhile are stopped.
+                pods.retain(|uid, s| {
+                    let keep = listed.contains(uid);
+                    if !keep {
+                        s.pod.send_replace(None);
+                    }
+                    keep
+                });
+            }
+            Ok(None) => break,
+            Err(e) => tracing::warn!("watching pods: {e}"),
+        }
+    }
+    for (_, s) in pods.drain() {
+        s.pod.send_replace(None);
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.task).await;
+    }
+}
+
+fn dispatch(k: &Arc<Kubelet>, pods: &mut HashMap<String, Supervised>, pod: Pod) {
+    let uid = uid_of(&pod);
+    if uid.is_empty() {
+        return;
+    }
+    if let Some(s) = pods.get(&uid) {
+        s.pod.send_replace(Some(pod));
+        return;
+    }
+    let (tx, rx) = watch::channel(Some(pod));
+    let task = tokio::spawn(supervise(k.clone(), rx));
+    pods.insert(uid, Supervised { pod: tx, task });
+}
+
+fn ts(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// The log file of a container run.
+pub(crate) fn log_path(
+    config: &KubeletConfig,
+    pod: &Pod,
+    container: &str,
+    restart: u32,
+) -> PathBuf {
+    crate::pods_dir(&config.data_dir)
+        .join(format!(
+            "{}_{}_{}",
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+            pod.metadata.name.as_deref().unwrap_or(""),
+            uid_of(pod)
+        ))
+        .join(container)
+        .join(format!("{restart}.log"))
+}
+
+/// The status conditions with stable transition times.
+#[derive(Default)]
+struct Conditions {
+    since: BTreeMap<&'static str, (bool, String)>,
+}
+
+impl Conditions {
+    fn set(&mut self, kind: &'static str, status: bool, now: &str) -> Value {
+        let entry = self
+            .since
+            .entry(kind)
+            .or_insert_with(|| (status, now.to_string()));
+        if entry.0 != status {
+            *entry = (status, now.to_string());
+        }
+        json!({
+            "type": kind,
+            "status": if status { "True" } else { "False" },
+            "lastTransitionTime": entry.1,
+        })
+    }
+}
+
+fn state_json(state: &ContainerState) -> Value {
+    match state {
+        ContainerState::Waiting {
+            reason, message, ..
+        } => json!({"waiting": {"reason": reason, "message": message}}),
+        ContainerState::Running { started_at } => {
+            json!({"running": {"startedAt": ts(*started_at)}})
+        }
+        ContainerState::Terminated(t) => terminated_json(t),
+    }
+}
+
+fn terminated_json(t: &Termination) -> Value {
+    json!({"terminated": {
+        "exitCode": t.exit_code,
+        "reason": t.reason,
+        "message": t.message,
+        "startedAt": ts(t.started_at),
+        "finishedAt": ts(t.finished_at),
+    }})
+}
+
+fn container_status(c: &pod::Container, def: &Container) -> Value {
+    json!({
+        "name": c.name,
+        "image": def.image.clone().unwrap_or_default(),
+        "imageID": c.image_id.clone().unwrap_or_default(),
+        "restartCount": c.restart_count,
+        // Without probes a running container is ready (probes need the network plugin).
+        "ready": c.is_running(),
+        "started": c.is_running(),
+        "state": state_json(&c.state),
+        "lastState": c.last_termination.as_ref().map(terminated_json).unwrap_or(json!({})),
+    })
+}
+
+/// The pod status for the current state.
+fn status_json(
+    k: &Kubelet,
+    state: &PodState,
+    spec_init: &[Container],
+    spec_main: &[Container],
+    start_time: &str,
+    conditions: &mut Conditions,
+) -> Value {
+    let now = ts(Timestamp::now());
+    let phase = state.phase();
+    let running = !matches!(phase, Phase::Succeeded | Phase::Failed);
+    let ready = state.containers_ready() && running;
+    let host_ip = k.config.address.to_string();
+    let mut status = json!({
+        "phase": phase.as_str(),
+        "hostIP": host_ip,
+        "hostIPs": [{"ip": host_ip}],
+        "startTime": start_time,
+        "conditions": [
+            conditions.set("PodScheduled", true, &now),
+            conditions.set("Initialized", state.initialized(), &now),
+            conditions.set("ContainersReady", ready, &now),
+            conditions.set("Ready", ready, &now),
+        ],
+        "containerStatuses": state.main.iter().zip(spec_main)
+            .map(|(c, d)| container_status(c, d)).collect::<Vec<_>>(),
+    });
+    if state.deadline_exceeded {
+        status["reason"] = json!("DeadlineExceeded");
+        status["message"] = json!("Pod was active on the node longer than the specified deadline");
+    }
+    if !spec_init.is_empty() {
+        status["initContainerStatuses"] = json!(state
+            .init
+            .iter()
+            .zip(spec_init)
+            .map(|(c, d)| container_status(c, d))
+            .collect::<Vec<_>>());
+    }
+    status
+}
+
+/// Resumes counts after a kubelet restart: a container that had started runs again as a
+/// restart.
+fn restore(state: &mut PodState, pod: &Pod) {
+    let Some(status) = &pod.status else { return };
+    let seed =
+        |cs: &mut [pod::Container],
+         statuses: &Option<Vec<k8s_openapi::api::core::v1::ContainerStatus>>| {
+            for s in statuses.iter().flatten() {
+                if let Some(c) = cs.iter_mut().find(|c| c.name == s.name) {
+                    let ran = s
+                        .state
+                        .as_ref()
+                        .is_some_and(|st| st.running.is_some() || st.terminated.is_some());
+                    c.restart_count = u32::try_from(s.restart_count).unwrap_or(0);
+                    c.restart_pending = ran;
+                }
+            }
+        };
+    seed(&mut state.main, &status.container_statuses);
+    seed(&mut state.init, &status.init_container_statuses);
+}
+
+async fn supervise(k: Arc<Kubelet>, mut updates: watch::Receiver<Option<Pod>>) {
+    let Some(first) = updates.borrow_and_update().clone() else {
+        return;
+    };
+    let ns = first.metadata.namespace.clone().unwrap_or_default();
+    let name = first.metadata.name.clone().unwrap_or_default();
+    let uid = uid_of(&first);
+    let pods: Api<Pod> = Api::namespaced(k.client.clone(), &ns);
+    let finished_phase = first
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|p| p == "Succeeded" || p == "Failed");
+    if finished_phase {
+        // Already ran to its end (before a kubelet restart): nothing to run again.
+        return;
+    }
+    let spec = first.spec.clone().unwrap_or_default();
+    let init_defs = spec.init_containers.clone().unwrap_or_default();
+    let main_defs = spec.containers.clone();
+    let names = |v: &[Container]| v.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+    let mut state = PodState::new(
+        pod::RestartPolicy::parse(spec.restart_policy.as_deref()),
+        &names(&init_defs),
+        &names(&main_defs),
+        k.config.crash_backoff,
+    );
+    restore(&mut state, &first);
+    let start_time = first
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .map(|t| ts(t.0))
+        .unwrap_or_else(|| ts(Timestamp::now()));
+    // activeDeadlineSeconds counts from the pod's start on a node.
+    let mut deadline = spec.active_deadline_seconds.map(|secs| {
+        let started: Timestamp = start_time.parse().unwrap_or_else(|_| Timestamp::now());
+        let elapsed: Duration = started
+            .duration_until(Timestamp::now())
+            .try_into()
+            .unwrap_or(Duration::ZERO);
+        let limit = Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+        tokio::time::Instant::now() + limit.saturating_sub(elapsed)
+    });
+    let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
+    let mut stops: HashMap<Slot, CancellationToken> = HashMap::new();
+    let mut conditions = Conditions::default();
+    let mut published: Option<Value> = None;
+    let mut kill_at: Option<tokio::time::Instant> = None;
+    let mut republish_at: Option<tokio::time::Instant> = None;
+    let mut pod = Arc::new(first);
+    let mut gone = false;
+    let initial = if pod.metadata.deletion_timestamp.is_some() {
+        Event::Delete
+    } else {
+        Event::Tick
+    };
+    let mut actions = step(&mut state, initial, Timestamp::now());
+    loop {
+        for action in std::mem::take(&mut actions) {
+            match action {
+                Action::Start(slot) => {
+                    let def = match slot {
+                        Slot::Init(i) => init_defs.get(i),
+                        Slot::Main(i) => main_defs.get(i),
+                    };
+                    let (Some(def), Some(c)) = (def, state.container(slot)) else {
+                        continue;
+                    };
+                    let stop = CancellationToken::new();
+                    stops.insert(slot, stop.clone());
+                    tokio::spawn(run_container(
+                        k.clone(),
+                        pod.clone(),
+                        slot,
+                        def.clone(),
+                        c.restart_count,
+                        events_tx.clone(),
+                        stop,
+                    ));
+                }
+                Action::StopAll => {
+                    for c in state
+                        .init
+                        .iter()
+                        .chain(&state.main)
+                        .filter(|c| c.is_running())
+                    {
+                        let note = format!("Stopping container {}", c.name);
+                        k.event(&pod, false, "Killing", "Killing", note);
+                    }
+                    // Wasm guests get no signal: they have the grace period to finish on their
+                    // own, then epoch interruption stops them.
+                    let grace = pod
+                        .metadata
+                        .deletion_grace_period_seconds
+                        .or(spec.termination_grace_period_seconds)
+                        .unwrap_or(30)
+                        .max(0);
+                    let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+                    kill_at = Some(tokio::time::Instant::now() + grace);
+                    if grace.is_zero() || gone {
+                        stops.values().for_each(CancellationToken::cancel);
+                    }
+                }
+            }
+        }
+        // Coalesce: events that are already queued (a cached start reports Started within the
+        // same tick) go into this status write instead of the next one.
+        tokio::task::yield_now().await;
+        while let Ok(event) = events.try_recv() {
+            actions.extend(step(&mut state, event, Timestamp::now()));
+        }
+        if !actions.is_empty() {
+            continue;
+        }
+        if !gone {
+            let status = status_json(
+                &k,
+                &state,
+                &init_defs,
+                &main_defs,
+                &start_time,
+                &mut conditions,
+            );
+            if published.as_ref() != Some(&status) {
+                let patch = json!({"status": status});
+                match pods
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => {
+                        published = Some(status);
+                        republish_at = None;
+                    }
+                    Err(e) => {
+                        // Retried until it lands: a status must not stay stale after a blip.
+                        tracing::warn!(pod = %format!("{ns}/{name}"), "status: {e}");
+                        republish_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                    }
+                }
+            }
+        }
+        if state.finished() {
+            if state.stage == pod::Stage::Terminated && !gone {
+                // Containers are stopped: the object can go (upstream's final delete).
+                let params = DeleteParams {
+                    grace_period_seconds: Some(0),
+                    preconditions: Some(Preconditions {
+                        uid: Some(uid.clone()),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                };
+                if let Err(e) = pods.delete(&name, &params).await {
+                    tracing::debug!(pod = %format!("{ns}/{name}"), "final delete: {e}");
+                }
+            }
+            return;
+        }
+        let wake = state.next_wakeup().map(|at| {
+            let wait = Timestamp::now()
+                .duration_until(at)
+                .try_into()
+                .unwrap_or(Duration::ZERO);
+            tokio::time::Instant::now() + wait
+        });
+        tokio::select! {
+            Some(event) = events.recv() => {
+                let exited = match &event {
+                    Event::Exited { slot, .. } => Some(*slot),
+                    _ => None,
+                };
+                actions = step(&mut state, event, Timestamp::now());
+                if let Some(c) = exited.and_then(|s| state.container(s)) {
+                    if matches!(&c.state, ContainerState::Waiting { reason, .. } if reason == "CrashLoopBackOff") {
+                        let note = format!("Back-off restarting failed container {} in pod {name}", c.name);
+                        k.event(&pod, true, "BackOff", "Restarting", note);
+                    }
+                }
+            }
+            changed = updates.changed(), if !gone => {
+                let next = if changed.is_ok() { updates.borrow_and_update().clone() } else { None };
+                match next {
+                    Some(p) => {
+                        let deleting = p.metadata.deletion_timestamp.is_some();
+                        pod = Arc::new(p);
+                        if deleting {
+                            actions = step(&mut state, Event::Delete, Timestamp::now());
+                        }
+                    }
+                    None => {
+                        // The object is gone (or the kubelet stops): stop everything now.
+                        gone = true;
+                        stops.values().for_each(CancellationToken::cancel);
+                        actions = step(&mut state, Event::Delete, Timestamp::now());
+                    }
+                }
+            }
+            () = sleep_until(wake), if wake.is_some() => {
+                actions = step(&mut state, Event::Tick, Timestamp::now());
+            }
+            () = sleep_until(deadline), if deadline.is_some() => {
+                deadline = None;
+                let note = "Pod was active on the node longer than the specified deadline";
+                k.event(&pod, true, "DeadlineExceeded", "Killing", note.into());
+                actions = step(&mut state, Event::DeadlineExceeded, Timestamp::now());
+            }
+            () = sleep_until(republish_at), if republish_at.is_some() => {
+                republish_at = None;
+            }
+            () = sleep_until(kill_at), if kill_at.is_some() => {
+                kill_at = None;
+                stops.values().for_each(CancellationToken::cancel);
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Pulls, creates and runs one container, reporting Started/StartFailed and Exited.
+async fn run_container(
+    k: Arc<Kubelet>,
+    pod: Arc<Pod>,
+    slot: Slot,
+    def: Container,
+    restart: u32,
+    events: mpsc::UnboundedSender<Event>,
+    stop: CancellationToken,
+) {
+    let fail = |reason: &str, message: String| {
+        let _ = events.send(Event::StartFailed {
+            slot,
+            reason: reason.to_string(),
+            message,
+        });
+    };
+    let Some(image) = def.image.as_deref().filter(|i| !i.is_empty()) else {
+        return fail("InvalidImageName", "container has no image".into());
+    };
+    let policy = PullPolicy::resolve(def.image_pull_policy.as_deref(), image);
+    let present = image::parse_reference(image)
+        .ok()
+        .and_then(|r| k.images.store().lookup(&r.whole()))
+        .is_some();
+    let pulls = policy == PullPolicy::Always || (!present && policy == PullPolicy::IfNotPresent);
+    if pulls {
+        k.event(
+            &pod,
+            false,
+            "Pulling",
+            "Pulling",
+            format!("Pulling image {image:?}"),
+        );
+    }
+    let auth = pull_auth(&k.client, &pod, image).await;
+    let (record, wasm) = match k.images.ensure(image, policy, &auth).await {
+        Ok(found) => found,
+        Err(e) => {
+            let note = format!("Failed to pull image {image:?}: {e}");
+            k.event(&pod, true, "Failed", "Pulling", note);
+            return fail(e.reason(), e.to_string());
+        }
+    };
+    let pulled = if pulls {
+        format!("Successfully pulled image {image:?}")
+    } else {
+        format!("Container image {image:?} already present on machine")
+    };
+    k.event(&pod, false, "Pulled", "Pulling", pulled);
+    let program = match k.runtime.load(&record.wasm_digest, &wasm).await {
+        Ok(p) => p,
+        Err(e) => {
+            k.event(&pod, true, "Failed", "Creating", format!("Error: {e}"));
+            return fail("CreateContainerError", e.to_string());
+        }
+    };
+    let env = match resolve_env(&k, &pod, &def).await {
+        Ok(env) => env,
+        Err(message) => {
+            k.event(
+                &pod,
+                true,
+                "Failed",
+                "Creating",
+                format!("Error: {message}"),
+            );
+            return fail("CreateContainerConfigError", message);
+        }
+    };
+    let spec = ContainerSpec {
+        argv: argv(&def, &env),
+        env,
+        memory_limit: limit_bytes(&def, "memory"),
+        cpu_millis: def
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get("cpu"))
+            .and_then(|q| millicores(&q.0)),
+        usage: Default::default(),
+    };
+    let pod_ref = PodRef {
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        uid: uid_of(&pod),
+    };
+    let path = log_path(&k.config, &pod, &def.name, restart);
+    let log = match LogFile::create(&path, k.config.max_log_bytes) {
+        Ok(l) => l,
+        Err(e) => return fail("CreateContainerError", format!("{}: {e}", path.display())),
+    };
+    if stop.is_cancelled() {
+        return fail("ContainerCreating", "the pod is being deleted".into());
+    }
+    let _ = events.send(Event::Started {
+        slot,
+        image_id: record.image_id,
+    });
+    k.event(
+        &pod,
+        false,
+        "Created",
+        "Creating",
+        format!("Created container {}", def.name),
+    );
+    k.event(
+        &pod,
+        false,
+        "Started",
+        "Starting",
+        format!("Started container {}", def.name),
+    );
+    let started_at = Timestamp::now();
+    k.live.insert(&path);
+    let stat = ContainerStat {
+        started: ts(started_at),
+        usage: spec.usage.clone(),
+    };
+    k.stats.insert(pod_ref.clone(), &def.name, stat);
+    let exit = k.runtime.run(&program, &spec, &log, &stop).await;
+    k.stats.remove(&pod_ref, &def.name);
+    if let Some(message) = &exit.message {
+        log.note(Stream::Stderr, message);
+    }
+    k.live.remove(&path);
+    let _ = events.send(Event::Exited {
+        slot,
+        termination: Termination {
+            exit_code: exit.exit_code,
+            reason: exit.reason.to_string(),
+            message: exit.message,
+            started_at,
+            finished_at: Timestamp::now(),
+        },
+    });
+}
+
+/// Credentials for `image` from the pod's `imagePullSecrets` (anonymous when none match).
+async fn pull_auth(client: &Client, pod: &Pod, image: &str) -> RegistryAuth {
+    let Ok(reference) = image::parse_reference(image) else {
+        return RegistryAuth::Anonymous;
+    };
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let names = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.image_pull_secrets.clone())
+        .unwrap_or_default();
+    for name in names.iter().map(|r| r.name.as_str()) {
+        let Ok(secret) = secrets.get(name).await else {
+            continue;
+        };
+        let data = secret.data.unwrap_or_default();
+        if let Some(json) = data
+            .get(".dockerconfigjson")
+            .or_else(|| data.get(".dockercfg"))
+        {
+            if let Some(auth) = image::auth_from_dockerconfig(&json.0, reference.registry()) {
+                return auth;
+            }
+        }
+    }
+    RegistryAuth::Anonymous
+}
+
+/// argv: `command` + `args` with `$(VAR)` expanded from the container's env; without a
+/// command, argv[0] is the container name.
+fn argv(def: &Container, env: &[(String, String)]) -> Vec<String> {
+    let mut argv: Vec<String> = match &def.command {
+        Some(cmd) if !cmd.is_empty() => cmd.iter().map(|a| expand(a, env)).collect(),
+        _ => vec![def.name.clone()],
+    };
+    argv.extend(def.args.iter().flatten().map(|a| expand(a, env)));
+    argv
+}
+
+/// Kubernetes `$(VAR)` expansion (`$$` escapes; unknown references stay as written).
+fn expand(s: &str, env: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some((name, tail)) = after.strip_prefix('(').and_then(|a| a.split_once(')')) {
+            match env.iter().rev().find(|(k, _)| k == name) {
+                Some((_, v)) => out.push_str(v),
+                None => {
+                    out.push_str("$(");
+                    out.push_str(name);
+                    out.push(')');
+                }
+            }
+            rest = tail;
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A resource limit (`memory`, `cpu`) in bytes or millicores.
+fn limit_bytes(def: &Container, resource: &str) -> Option<u64> {
+    let q = def.resources.as_ref()?.limits.as_ref()?.get(resource)?;
+    parse_quantity(&q.0)
+}
+
+/// A Kubernetes quantity as an integer (`64Mi` → 67108864, `1G` → 10^9, `500m` → 0.5 → 1).
+pub(crate) fn parse_quantity(q: &str) -> Option<u64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(q.len());
+    let (num, suffix) = q.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult: f64 = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0f64.powi(4),
+        s if s.starts_with('e') || s.starts_with('E') => 10f64.powi(s[1..].parse().ok()?),
+        _ => return None,
+    };
+    let v = (n * mult).ceil();
+    (v >= 0.0).then_some(v as u64)
+}
+
+/// A CPU quantity in millicores (`100m` → 100, `0.5` → 500, `2` → 2000).
+fn millicores(q: &str) -> Option<u64> {
+    match q.trim().strip_suffix('m') {
+        Some(m) => m.parse().ok(),
+        None => {
+            let cores: f64 = q.trim().parse().ok()?;
+            (cores >= 0.0).then(|| (cores * 1000.0).ceil() as u64)
+        }
+    }
+}
+
+/// The container's env: `envFrom` first, then `env` (with `$(VAR)` expansion and the downward
+/// API). Nothing from the host.
+async fn resolve_env(
+    k: &Kubelet,
+    pod: &Pod,
+    def: &Container,
+) -> Result<Vec<(String, String)>, String> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let config_maps: Api<ConfigMap> = Api::namespaced(k.client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(k.client.clone(), ns);
+    let mut env: Vec<(String, String)> = Vec::new();
+    let set = |env: &mut Vec<(String, String)>, key: String, value: String| {
+        env.retain(|(k, _)| *k != key);
+        env.push((key, value));
+    };
+    for from in def.env_from.iter().flatten() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        if let Some(r) = &from.config_map_ref {
+            match config_maps.get(&r.name).await {
+                Ok(cm) => {
+                    for (key, v) in cm.data.unwrap_or_default() {
+                        set(&mut env, format!("{prefix}{key}"), v);
+                    }
+                }
+                Err(e) if !r.optional.unwrap_or(false) => {
+                    return Err(format!("configmap {:?}: {e}", r.name))
+                }
+                Err(_) => {}
+            }
+        }
+        if let Some(r) = &from.secret_ref {
+            match secrets.get(&r.name).await {
+                Ok(s) => {
+                    for (key, v) in s.data.unwrap_or_default() {
+                        set(
+                            &mut env,
+                            format!("{prefix}{key}"),
+                            String::from_utf8_lossy(&v.0).into_owned(),
+                        );
+                    }
+                }
+                Err(e) if !r.optional.unwrap_or(false) => {
+                    return Err(format!("secret {:?}: {e}", r.name))
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    for var in def.env.iter().flatten() {
+        let value = if let Some(v) = &var.value {
+            expand(v, &env)
+        } else if let Some(from) = &var.value_from {
+            if let Some(f) = &from.field_ref {
+                field_value(k, pod, &f.field_path).ok_or_else(|| {
+                    format!("env {}: unsupported fieldRef {:?}", var.name, f.field_path)
+                })?
+            } else if let Some(r) = &from.resource_field_ref {
+                let res = r.resource.as_str();
+                let (kind, name) = res.split_once('.').unwrap_or(("limits", res));
+                def.resources
+                    .as_ref()
+                    .and_then(|rr| {
+                        if kind == "requests" {
+                            rr.requests.as_ref()
+                        } else {
+                            rr.limits.as_ref()
+                        }
+                    })
+                    .and_then(|m| m.get(name))
+                    .and_then(|q| parse_quantity(&q.0))
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "0".into())
+            } else if let Some(r) = &from.config_map_key_ref {
+                let optional = r.optional.unwrap_or(false);
+                match config_maps
+                    .get(&r.name)
+                    .await
+                    .ok()
+                    .and_then(|cm| cm.data?.get(&r.key).cloned())
+                {
+                    Some(v) => v,
+                    None if optional => continue,
+                    None => {
+                        return Err(format!(
+                            "env {}: key {:?} of configmap {:?} not found",
+                            var.name, r.key, r.name
+                        ))
+                    }
+                }
+            } else if let Some(r) = &from.secret_key_ref {
+                let optional = r.optional.unwrap_or(false);
+                match secrets
+                    .get(&r.name)
+                    .await
+                    .ok()
+                    .and_then(|s| s.data?.get(&r.key).cloned())
+                {
+                    Some(v) => String::from_utf8_lossy(&v.0).into_owned(),
+                    None if optional => continue,
+                    None => {
+                        return Err(format!(
+                            "env {}: key {:?} of secret {:?} not found",
+                            var.name, r.key, r.name
+                        ))
+                    }
+                }
+            } else {
+                String::new()
+            }
+        } else {
+            String::new()
+        };
+        set(&mut env, var.name.clone(), value);
+    }
+    Ok(env)
+}
+
+/// A downward API `fieldRef` value.
+fn field_value(k: &Kubelet, pod: &Pod, path: &str) -> Option<String> {
+    let meta = &pod.metadata;
+    let bracket = |p: &str, prefix: &str| {
+        p.strip_prefix(prefix)?
+            .strip_suffix("']")
+            .map(str::to_string)
+    };
+    Some(match path {
+        "metadata.name" => meta.name.clone().unwrap_or_default(),
+        "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+        "spec.nodeName" => k.config.node_name.clone(),
+        "spec.serviceAccountName" => pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
+        "status.hostIP" | "status.hostIPs" => k.config.address.to_string(),
+        // Until the network plugin assigns pod IPs, pods share the node's address.
+        "status.podIP" | "status.podIPs" => k.config.address.to_string(),
+        p if p.starts_with("metadata.labels['") => {
+            let key = bracket(p, "metadata.labels['")?;
+            meta.labels.as_ref()?.get(&key).cloned().unwrap_or_default()
+        }
+        p if p.starts_with("metadata.annotations['") => {
+            let key = bracket(p, "metadata.annotations['")?;
+            meta.annotations
+                .as_ref()?
+                .get(&key)
+                .cloned()
+                .unwrap_or_default()
+        }
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_parse_to_bytes() {
+        assert_eq!(parse_quantity("64Mi"), Some(64 << 20));
+        assert_eq!(parse_quantity("1G"), Some(1_000_000_000));
+        assert_eq!(parse_quantity("128974848"), Some(128_974_848));
+        assert_eq!(parse_quantity("129e6"), Some(129_000_000));
+        assert_eq!(parse_quantity("0.5Gi"), Some(512 << 20));
+        assert_eq!(parse_quantity("12X"), None);
+    }
+
+    #[test]
+    fn cpu_quantities_parse_to_millicores() {
+        assert_eq!(millicores("100m"), Some(100));
+        assert_eq!(millicores("0.5"), Some(500));
+        assert_eq!(millicores("2"), Some(2000));
+        assert_eq!(millicores("x"), None);
+    }
+
+    #[test]
+    fn args_expand_env_references() {
+        let env = vec![("WHO".to_string(), "kube".to_string())];
+        assert_eq!(expand("hi $(WHO)", &env), "hi kube");
+        assert_eq!(expand("$$(WHO) $(NOPE)", &env), "$(WHO) $(NOPE)");
+        let def = Container {
+            name: "c".into(),
+            args: Some(vec!["$(WHO)".into()]),
+            ..Default::default()
+        };
+        assert_eq!(argv(&def, &env), vec!["c", "kube"]);
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the wasm-kubelet, in one binary to keep link time low.
+
+mod bench;
+mod cluster;
+mod guests;
+mod kubelet;
+mod logs;
+mod registry;
+mod runtime;
