@@ -20,7 +20,7 @@ fn pod(name: &str) -> Pod {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kube_rs_typed_crud_and_watcher() {
-    let c = Cluster::start();
+    let c = Cluster::apiserver();
     let client = c.client().await;
     let pods: Api<Pod> = Api::namespaced(client, "default");
 

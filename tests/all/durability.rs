@@ -21,7 +21,7 @@ fn cm(name: &str) -> ConfigMap {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_during_writes_loses_no_acknowledged_write() {
-    let mut c = Cluster::start();
+    let mut c = Cluster::apiserver();
     let api: Api<ConfigMap> = Api::namespaced(c.client().await, "default");
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
 
@@ -111,7 +111,7 @@ async fn sigkill_during_writes_loses_no_acknowledged_write() {
 
 #[test]
 fn sigterm_stops_cleanly_and_restart_keeps_objects() {
-    let mut c = Cluster::start();
+    let mut c = Cluster::apiserver();
     c.ok(&["create", "namespace", "keep"]);
     c.ok(&[
         "create",

@@ -39,7 +39,7 @@ spec:
 
 #[test]
 fn version_discovery_and_namespaces() {
-    let c = Cluster::start();
+    let c = Cluster::apiserver();
     let v = c.ok(&["version"]);
     assert!(v.contains("Server Version: v1.32"), "{v}");
     let res = c.ok(&["api-resources"]);
@@ -68,7 +68,7 @@ fn version_discovery_and_namespaces() {
 
 #[test]
 fn create_get_formats_and_errors() {
-    let c = Cluster::start();
+    let c = Cluster::apiserver();
     let pod = format!("{EXAMPLES}/hello-pod.yaml");
     assert_eq!(c.ok(&["create", "-f", &pod]).trim(), "pod/hello created");
 
@@ -143,7 +143,7 @@ fn create_get_formats_and_errors() {
 
 #[test]
 fn stale_update_conflicts() {
-    let c = Cluster::start();
+    let c = Cluster::apiserver();
     c.ok(&["create", "configmap", "cfg", "--from-literal=a=1"]);
     let old = c.ok(&["get", "cm", "cfg", "-o", "json"]);
     c.ok(&["patch", "cm", "cfg", "-p", r#"{"data":{"a":"2"}}"#]);
@@ -156,7 +156,7 @@ fn stale_update_conflicts() {
 
 #[test]
 fn apply_twice_bumps_generation_once_and_server_side_apply_works() {
-    let c = Cluster::start();
+    let c = Cluster::apiserver();
     assert_eq!(
         c.ok_in(&["apply", "-f", "-"], &deployment("wasm:1", 2))
             .trim(),
@@ -223,7 +223,7 @@ fn apply_twice_bumps_generation_once_and_server_side_apply_works() {
 
 #[test]
 fn label_annotate_patch_scale_and_get_all() {
-    let c = Cluster::start();
+    let c = Cluster::apiserver();
     c.ok_in(&["apply", "-f", "-"], &deployment("wasm:1", 2));
     c.ok(&["create", "-f", &format!("{EXAMPLES}/hello-pod.yaml")]);
     assert_eq!(
@@ -311,7 +311,7 @@ fn label_annotate_patch_scale_and_get_all() {
 
 #[test]
 fn delete_with_and_without_wait_and_describe() {
-    let c = Cluster::start();
+    let c = Cluster::apiserver();
     c.ok(&["create", "-f", &format!("{EXAMPLES}/hello-pod.yaml")]);
     let d = c.ok(&["describe", "pod", "hello"]);
     for want in [
@@ -359,7 +359,7 @@ fn delete_with_and_without_wait_and_describe() {
 
 #[test]
 fn get_pods_watch_sees_added_modified_deleted() {
-    let c = Cluster::start();
+    let c = Cluster::apiserver();
     c.ok(&["create", "-f", &format!("{EXAMPLES}/hello-pod.yaml")]);
     let mut watch = c
         .kubectl_cmd(&["get", "pods", "-w", "--output-watch-events"])

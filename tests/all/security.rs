@@ -4,7 +4,7 @@ use crate::support::Cluster;
 
 #[test]
 fn anonymous_requests_get_401_except_health_and_version() {
-    let c = Cluster::start();
+    let c = Cluster::apiserver();
     assert!(c.url.starts_with("https://"), "{}", c.url);
     let (code, body) = c.curl("/api/v1/namespaces", &[]);
     assert_eq!(code, 401, "{body}");
@@ -23,8 +23,8 @@ fn anonymous_requests_get_401_except_health_and_version() {
 
 #[test]
 fn a_client_that_does_not_trust_the_ca_is_refused() {
-    let c = Cluster::start();
-    let other = Cluster::start();
+    let c = Cluster::apiserver();
+    let other = Cluster::apiserver();
     // Same server, the other cluster's CA: TLS verification must fail.
     let text = std::fs::read_to_string(&c.kubeconfig).expect("kubeconfig");
     let other_text = std::fs::read_to_string(&other.kubeconfig).expect("kubeconfig");

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A `wasmkube up` process on a temp data dir; killed when dropped.
+/// A `wasmkube up` (or `wasmkube apiserver`) process on a temp data dir; killed when dropped.
 pub struct Cluster {
     child: Option<Child>,
+    /// The subcommand: `up` or `apiserver`.
+    command: &'static str,
     pub dir: tempfile::TempDir,
     pub url: String,
     pub kubeconfig: PathBuf,
@@ -15,12 +17,23 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts `wasmkube up` on a free port and waits until it serves.
+    /// Starts `wasmkube up` (the whole cluster) on a free port and waits until it serves.
     pub fn start() -> Self {
+        Self::start_command("up")
+    }
+
+    /// Starts `wasmkube apiserver` alone: API tests see no scheduler or kubelet changing their
+    /// objects.
+    pub fn apiserver() -> Self {
+        Self::start_command("apiserver")
+    }
+
+    fn start_command(command: &'static str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let cache = dir.path().join("kubectl-cache");
         let mut c = Cluster {
             child: None,
+            command,
             kubeconfig: dir.path().join("kubeconfig"),
             dir,
             url: String::new(),
@@ -32,7 +45,7 @@ impl Cluster {
 
     fn spawn(&mut self, listen: &str) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
-            .args(["up", "--data-dir"])
+            .args([self.command, "--data-dir"])
             .arg(self.dir.path())
             .args(["--listen", listen])
             .env("WASMKUBE_LOG", "warn")
