@@ -468,7 +468,19 @@ async fn active_deadline_seconds_fails_the_pod() {
                "containers": [{"name": "c", "image": image("counter", Target::P1)}]}),
     )
     .await;
-    let pod = c.wait_pod("deadline", 30, |p| phase(p) == "Failed").await;
+    // The phase turns Failed as the deadline passes; the container's terminated state follows
+    // once the guest has been stopped (as upstream, in a later status update).
+    let pod = c
+        .wait_pod("deadline", 30, |p| {
+            phase(p) == "Failed"
+                && p.status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .and_then(|cs| cs.first())
+                    .and_then(|c| c.state.as_ref())
+                    .is_some_and(|s| s.terminated.is_some())
+        })
+        .await;
     let status = pod.status.unwrap();
     assert_eq!(status.reason.as_deref(), Some("DeadlineExceeded"));
     let t = status.container_statuses.unwrap()[0]
