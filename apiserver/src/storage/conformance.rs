@@ -22,7 +22,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{
-    EventKind, KeyValue, ListOptions, Revision, Storage, StorageError, WatchEvent, WatchStream,
+    EventKind, KeyValue, ListOptions, ListResult, Result as StorageResult, Revision, Storage,
+    StorageError, WatchEvent, WatchStream,
 };
 
 /// Expands to one `#[tokio::test(flavor = "multi_thread")]` per conformance body. `$make` is an
@@ -887,4 +888,39 @@ pub async fn prefix_isolation(store: Arc<dyn Storage>) {
     let e = next_event(&mut watch).await;
     assert_eq!((e.kind, &e.kv), (EventKind::Deleted, &del));
     assert_quiet(&mut watch).await;
+}
+
+/// A store kept together with what must outlive it or hold it for a test (its temporary
+/// directory, a lock on a shared server); the store is dropped first.
+pub struct Held<S, G> {
+    pub store: S,
+    pub guard: G,
+}
+
+#[async_trait::async_trait]
+impl<S: Storage, G: Send + Sync + 'static> Storage for Held<S, G> {
+    async fn get(&self, key: &str) -> StorageResult<Option<KeyValue>> {
+        self.store.get(key).await
+    }
+    async fn list(&self, opts: ListOptions) -> StorageResult<ListResult> {
+        self.store.list(opts).await
+    }
+    async fn create(&self, key: &str, value: Bytes) -> StorageResult<KeyValue> {
+        self.store.create(key, value).await
+    }
+    async fn update(&self, key: &str, value: Bytes, expected: Revision) -> StorageResult<KeyValue> {
+        self.store.update(key, value, expected).await
+    }
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> StorageResult<KeyValue> {
+        self.store.delete(key, expected).await
+    }
+    async fn watch(&self, prefix: &str, after: Revision) -> StorageResult<WatchStream> {
+        self.store.watch(prefix, after).await
+    }
+    async fn current_revision(&self) -> StorageResult<Revision> {
+        self.store.current_revision().await
+    }
+    async fn compact(&self, revision: Revision) -> StorageResult<()> {
+        self.store.compact(revision).await
+    }
 }

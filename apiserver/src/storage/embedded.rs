@@ -31,7 +31,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -1179,17 +1179,7 @@ impl Storage for EmbeddedStore {
 // ---------------------------------------------------------------------------------------------
 // Raw-store benchmark.
 
-/// Result of [`bench_puts`].
-#[derive(Clone, Copy, Debug)]
-pub struct BenchResult {
-    pub puts_per_sec: f64,
-    /// Median latency of one create.
-    pub p50: Duration,
-    /// 99th percentile latency of one create.
-    pub p99: Duration,
-    /// Creates that failed (they count in neither the rate nor the latencies).
-    pub errors: usize,
-}
+pub use super::bench::BenchResult;
 
 /// Creates `total` distinct keys with values of `value_size` bytes from `concurrency` tasks and
 /// measures throughput and latency: the raw-store baseline of `wasmkube bench apiserver`.
@@ -1201,62 +1191,11 @@ pub async fn bench_puts(
 ) -> BenchResult {
     let run = uuid::Uuid::new_v4().simple().to_string();
     let value = Bytes::from(vec![b'x'; value_size]);
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..concurrency.max(1) {
-        let store = store.clone();
-        let next = next.clone();
-        let value = value.clone();
-        let run = run.clone();
-        tasks.spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors = 0usize;
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    break;
-                }
-                let key = format!("bench/{run}/{i:010}");
-                let t = Instant::now();
-                match store.create(&key, value.clone()).await {
-                    Ok(_) => latencies.push(t.elapsed()),
-                    Err(_) => errors += 1,
-                }
-            }
-            (latencies, errors)
-        });
-    }
-    let mut latencies = Vec::with_capacity(total);
-    let mut errors = 0;
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok((l, e)) => {
-                latencies.extend(l);
-                errors += e;
-            }
-            Err(_) => errors += 1,
-        }
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    let pct = |p: f64| -> Duration {
-        if latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let idx = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-        latencies[idx.min(latencies.len() - 1)]
-    };
-    BenchResult {
-        puts_per_sec: if elapsed > 0.0 {
-            latencies.len() as f64 / elapsed
-        } else {
-            0.0
-        },
-        p50: pct(0.50),
-        p99: pct(0.99),
-        errors,
-    }
+    super::bench::run_load(concurrency, total, move |i| {
+        let (store, value, key) = (store.clone(), value.clone(), format!("bench/{run}/{i:010}"));
+        async move { store.create(&key, value).await.is_ok() }
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -1265,43 +1204,12 @@ mod tests {
     use futures::StreamExt;
 
     /// The store plus the temporary directory holding it (dropped after the store).
-    struct TempStore {
-        store: EmbeddedStore,
-        _dir: tempfile::TempDir,
-    }
-
-    #[async_trait::async_trait]
-    impl Storage for TempStore {
-        async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-            self.store.get(key).await
-        }
-        async fn list(&self, opts: ListOptions) -> Result<ListResult> {
-            self.store.list(opts).await
-        }
-        async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
-            self.store.create(key, value).await
-        }
-        async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<KeyValue> {
-            self.store.update(key, value, expected).await
-        }
-        async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue> {
-            self.store.delete(key, expected).await
-        }
-        async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
-            self.store.watch(prefix, after).await
-        }
-        async fn current_revision(&self) -> Result<Revision> {
-            self.store.current_revision().await
-        }
-        async fn compact(&self, revision: Revision) -> Result<()> {
-            self.store.compact(revision).await
-        }
-    }
+    type TempStore = crate::storage::conformance::Held<EmbeddedStore, tempfile::TempDir>;
 
     async fn temp_store() -> Arc<dyn Storage> {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = EmbeddedStore::open(dir.path()).await.expect("open");
-        Arc::new(TempStore { store, _dir: dir })
+        Arc::new(TempStore { store, guard: dir })
     }
 
     crate::storage_conformance_tests!(temp_store());

@@ -23,9 +23,9 @@
 //!   interval earlier, but never within the last [`EtcdOptions::keep_revisions`] revisions.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use etcd_client::{
@@ -33,7 +33,7 @@ use etcd_client::{
     Txn, TxnOp, TxnOpResponse, WatchClient, WatchOptions,
 };
 
-use crate::storage::embedded::BenchResult;
+use crate::storage::bench::BenchResult;
 use crate::storage::{
     EventKind, KeyValue, ListOptions, ListResult, Result, Revision, Storage, StorageError,
     WatchEvent, WatchStream,
@@ -727,60 +727,31 @@ pub async fn bench_raw_puts(
         uuid::Uuid::new_v4().simple()
     );
     let value = vec![b'x'; value_size];
-    let next = Arc::new(AtomicUsize::new(0));
     let timeout = options.request_timeout;
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..concurrency.max(1) {
-        let (mut kv, next, value, prefix) =
-            (kv.clone(), next.clone(), value.clone(), prefix.clone());
-        tasks.spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors = 0usize;
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    break;
+    let load_prefix = prefix.clone();
+    let result = super::bench::run_load(concurrency, total, move |i| {
+        let (mut kv, value) = (kv.clone(), value.clone());
+        let key = format!("{load_prefix}{i:010}");
+        async move {
+            match write {
+                RawWrite::Put => {
+                    let put = kv.put(key, value, None);
+                    matches!(tokio::time::timeout(timeout, put).await, Ok(Ok(_)))
                 }
-                let key = format!("{prefix}{i:010}");
-                let t = Instant::now();
-                let ok = match write {
-                    RawWrite::Put => {
-                        let put = kv.put(key, value.clone(), None);
-                        matches!(tokio::time::timeout(timeout, put).await, Ok(Ok(_)))
-                    }
-                    RawWrite::CreateTxn => {
-                        let txn = Txn::new()
-                            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                            .and_then([TxnOp::put(key, value.clone(), None)]);
-                        matches!(
-                            tokio::time::timeout(timeout, kv.txn(txn)).await,
-                            Ok(Ok(resp)) if resp.succeeded()
-                        )
-                    }
-                };
-                if ok {
-                    latencies.push(t.elapsed());
-                } else {
-                    errors += 1;
+                RawWrite::CreateTxn => {
+                    let txn = Txn::new()
+                        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                        .and_then([TxnOp::put(key, value, None)]);
+                    matches!(
+                        tokio::time::timeout(timeout, kv.txn(txn)).await,
+                        Ok(Ok(resp)) if resp.succeeded()
+                    )
                 }
             }
-            (latencies, errors)
-        });
-    }
-    let mut latencies = Vec::with_capacity(total);
-    let mut errors = 0;
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok((l, e)) => {
-                latencies.extend(l);
-                errors += e;
-            }
-            Err(_) => errors += 1,
         }
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let mut cleanup = kv.clone();
+    })
+    .await;
+    let mut cleanup = client.kv_client();
     let _ = tokio::time::timeout(
         timeout,
         cleanup.delete(
@@ -789,24 +760,7 @@ pub async fn bench_raw_puts(
         ),
     )
     .await;
-    latencies.sort_unstable();
-    let pct = |p: f64| -> Duration {
-        if latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let idx = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-        latencies[idx.min(latencies.len() - 1)]
-    };
-    Ok(BenchResult {
-        puts_per_sec: if elapsed > 0.0 {
-            latencies.len() as f64 / elapsed
-        } else {
-            0.0
-        },
-        p50: pct(0.50),
-        p99: pct(0.99),
-        errors,
-    })
+    Ok(result)
 }
 
 /// The etcd endpoint tests use: `WASMKUBE_TEST_ETCD` (scripts/test starts etcd and sets it).
@@ -833,6 +787,7 @@ pub fn test_endpoint(test: &str) -> Option<String> {
 mod tests {
     use super::*;
     use futures::StreamExt;
+    use std::time::Instant;
 
     #[test]
     fn parses_specs() {
@@ -857,10 +812,7 @@ mod tests {
     /// etcd has one revision counter and one compaction for all prefixes, and the suite checks
     /// exact revisions and compacts: tests on the shared etcd run one at a time, each under a
     /// fresh prefix. The store holds the lock until the test drops it.
-    struct TestStore {
-        store: EtcdStore,
-        _turn: tokio::sync::OwnedMutexGuard<()>,
-    }
+    type TestStore = crate::storage::conformance::Held<EtcdStore, tokio::sync::OwnedMutexGuard<()>>;
 
     fn turn() -> Arc<tokio::sync::Mutex<()>> {
         static TURN: std::sync::OnceLock<Arc<tokio::sync::Mutex<()>>> = std::sync::OnceLock::new();
@@ -882,35 +834,7 @@ mod tests {
         let store = EtcdStore::connect(test_options(&endpoint))
             .await
             .expect("connect to etcd");
-        Some(TestStore { store, _turn: turn })
-    }
-
-    #[async_trait::async_trait]
-    impl Storage for TestStore {
-        async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-            self.store.get(key).await
-        }
-        async fn list(&self, opts: ListOptions) -> Result<ListResult> {
-            self.store.list(opts).await
-        }
-        async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
-            self.store.create(key, value).await
-        }
-        async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<KeyValue> {
-            self.store.update(key, value, expected).await
-        }
-        async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue> {
-            self.store.delete(key, expected).await
-        }
-        async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
-            self.store.watch(prefix, after).await
-        }
-        async fn current_revision(&self) -> Result<Revision> {
-            self.store.current_revision().await
-        }
-        async fn compact(&self, revision: Revision) -> Result<()> {
-            self.store.compact(revision).await
-        }
+        Some(TestStore { store, guard: turn })
     }
 
     async fn conformance_store() -> Option<Arc<dyn Storage>> {

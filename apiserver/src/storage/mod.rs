@@ -6,6 +6,7 @@
 //! [`etcd`] (etcd v3, for several apiservers on one etcd cluster). [`conformance`] is the one
 //! test suite every backend passes.
 
+pub mod bench;
 pub mod conformance;
 pub mod embedded;
 pub mod etcd;
