@@ -3,11 +3,13 @@
 
 pub mod bench;
 pub mod image;
+pub mod network;
 pub mod node;
 pub mod pod;
 pub mod runtime;
 pub mod server;
 mod supervisor;
+pub mod volume;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
