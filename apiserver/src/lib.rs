@@ -90,7 +90,13 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     server: Arc<ApiServer>,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
     let shutdown = server.shutdown.clone();
+    // Small request/response exchanges (watch events, status patches) must not wait for
+    // Nagle's delayed-ACK round (40 ms on Linux).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app(server))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
@@ -111,7 +117,10 @@ pub async fn serve_tls(
         h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
     });
     let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
-    axum_server::from_tcp_rustls(listener.into_std()?, config)?
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+        .acceptor(axum_server::accept::NoDelayAcceptor::new());
+    axum_server::from_tcp(listener.into_std()?)?
+        .acceptor(acceptor)
         .handle(handle)
         .serve(app(server).into_make_service())
         .await
