@@ -53,13 +53,10 @@ pub fn decode_object(
             "the request body must be a JSON or YAML object",
         ));
     }
-    if kind.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "Object 'Kind' is missing in '{}'",
-            compact(&obj)
-        )));
-    }
+    // A body without kind/apiVersion takes them from the endpoint, as upstream's decoder does
+    // with its default GVK (the Python client's models leave them out).
     let expected = def.api_version();
+    let kind = if kind.is_empty() { def.kind } else { kind };
     if kind != def.kind || (!api_version.is_empty() && api_version != expected) {
         return Err(ApiError::bad_request(format!(
             "the API version in the data ({api_version}) does not match the expected API version ({expected})"
@@ -68,6 +65,7 @@ pub fn decode_object(
     }
     let mut input = obj;
     input["apiVersion"] = Value::String(expected.clone());
+    input["kind"] = Value::String(def.kind.to_string());
     let typed = (def.typed.roundtrip)(&input).map_err(|e| {
         ApiError::bad_request(format!(
             "{} in version \"{}\" cannot be handled as a {}: {e}",
@@ -112,15 +110,6 @@ impl KindMessage for ApiError {
             );
         }
         self
-    }
-}
-
-fn compact(v: &Value) -> String {
-    let s = v.to_string();
-    if s.len() > 200 {
-        format!("{}...", &s[..s.floor_char_boundary(200)])
-    } else {
-        s
     }
 }
 

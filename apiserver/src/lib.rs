@@ -1,5 +1,6 @@
 //! wasmkube-apiserver: a Kubernetes-compatible API server over a durable store.
 
+pub mod allocator;
 pub mod auth;
 pub mod authz;
 pub mod codec;
@@ -42,6 +43,8 @@ pub struct ApiServer {
     pub shutdown: CancellationToken,
     /// Namespaces as last watched, for the create path's namespace check.
     pub namespaces: Arc<namespaces::NamespaceCache>,
+    /// ClusterIP and NodePort allocation for Services.
+    pub services: allocator::ServiceAllocator,
 }
 
 impl ApiServer {
@@ -52,7 +55,23 @@ impl ApiServer {
         authenticator: Box<dyn auth::Authenticator>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, storage::StorageError> {
+        Self::start_with(store, authenticator, shutdown, Default::default()).await
+    }
+
+    /// [`Self::start`] with a Service allocator other than the default ranges; also starts its
+    /// repair loop.
+    pub async fn start_with(
+        store: Arc<dyn Storage>,
+        authenticator: Box<dyn auth::Authenticator>,
+        shutdown: CancellationToken,
+        services: allocator::ServiceAllocator,
+    ) -> Result<Arc<Self>, storage::StorageError> {
         namespaces::bootstrap(store.as_ref()).await?;
+        tokio::spawn(allocator::run_repair(
+            services,
+            store.clone(),
+            shutdown.clone(),
+        ));
         let cache = Arc::new(namespaces::NamespaceCache::default());
         tokio::spawn(namespaces::run_finalizer(
             store.clone(),
@@ -64,6 +83,7 @@ impl ApiServer {
             authenticator,
             shutdown,
             namespaces: cache,
+            services,
         }))
     }
 }

@@ -277,6 +277,54 @@ async fn check_namespace_accepts(ctx: &Ctx<'_>, ns: &str) -> Result<(), ApiError
     Ok(())
 }
 
+/// DefaultStorageClass admission: a claim created without a class (no `spec.storageClassName`
+/// and no beta `volume.beta.kubernetes.io/storage-class` annotation; an explicit `""` means "no
+/// class") gets the default class. With several defaults the newest wins, then the first name,
+/// as upstream 1.28+.
+async fn admit_default_storage_class(ctx: &Ctx<'_>, obj: &mut Value) -> Result<(), ApiError> {
+    const DEFAULT: &str = "storageclass.kubernetes.io/is-default-class";
+    const BETA_DEFAULT: &str = "storageclass.beta.kubernetes.io/is-default-class";
+    let has_class = obj
+        .pointer("/spec/storageClassName")
+        .is_some_and(|v| !v.is_null())
+        || obj
+            .pointer("/metadata/annotations/volume.beta.kubernetes.io~1storage-class")
+            .is_some();
+    if has_class {
+        return Ok(());
+    }
+    let page = ctx
+        .store()
+        .list(ListOptions {
+            prefix: "storageclasses/".into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ctx.storage_err(e))?;
+    let mut defaults: Vec<(String, String)> = Vec::new();
+    for kv in &page.items {
+        let Ok(class) = serde_json::from_slice::<Value>(&kv.value) else {
+            continue;
+        };
+        let annotations = &class["metadata"]["annotations"];
+        let is_default = [DEFAULT, BETA_DEFAULT]
+            .iter()
+            .any(|a| annotations[a].as_str() == Some("true"));
+        if is_default {
+            let created = object::meta_str(&class, "creationTimestamp").to_string();
+            defaults.push((created, object::name(&class).to_string()));
+        }
+    }
+    // Newest first (RFC 3339 in UTC sorts as text), then by name.
+    defaults.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    if let Some((_, name)) = defaults.into_iter().next() {
+        if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.insert("storageClassName".into(), json!(name));
+        }
+    }
+    Ok(())
+}
+
 fn invalid(ctx: &Ctx<'_>, obj: &Value, errors: &[crate::errors::FieldError]) -> ApiError {
     ApiError::invalid(ctx.def().group, ctx.def().kind, object::name(obj), errors)
 }
@@ -313,6 +361,9 @@ async fn create_object(ctx: &Ctx<'_>, mut obj: Value, record: bool) -> Result<Va
     if def.namespaced {
         check_namespace_accepts(ctx, object::namespace(&obj)).await?;
     }
+    if def.storage == "persistentvolumeclaims" {
+        admit_default_storage_class(ctx, &mut obj).await?;
+    }
     // A generated name that collides is generated again, as upstream retries.
     for attempt in 0..5 {
         if !explicit {
@@ -327,7 +378,18 @@ async fn create_object(ctx: &Ctx<'_>, mut obj: Value, record: bool) -> Result<Va
         if ctx.params.dry_run()? {
             return Ok(obj);
         }
-        match ctx.store().create(&key, codec::to_stored(&mut obj)).await {
+        // Services get their ClusterIP and node ports here (upstream's service REST).
+        let taken = if def.storage == "services" {
+            let store = ctx.store();
+            ctx.server.services.allocate(store, &mut obj, None).await?
+        } else {
+            Vec::new()
+        };
+        let created = ctx.store().create(&key, codec::to_stored(&mut obj)).await;
+        if created.is_err() {
+            ctx.server.services.release(ctx.store(), &taken).await;
+        }
+        match created {
             Ok(kv) => {
                 codec::set_resource_version(&mut obj, kv.mod_revision);
                 return Ok(obj);
@@ -385,10 +447,28 @@ async fn write_update(
     if ctx.params.dry_run()? {
         return Ok(Some(new));
     }
-    // Removing the last finalizer of an object being deleted completes the deletion.
-    let finished = object::is_deleting(&new)
+    // Removing the last finalizer of an object being deleted completes the deletion, unless
+    // it is still in its grace period (a terminating pod's status updates must not delete it):
+    // upstream's `ShouldDeleteDuringUpdate`.
+    let in_grace = cur
+        .obj
+        .pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .is_some_and(|g| g > 0);
+    let finished = object::is_deleting(&cur.obj)
+        && !in_grace
         && object::finalizers(&new).is_empty()
         && !namespace_pending(&new);
+    let services = def.storage == "services" && sub.is_none();
+    let taken = if services && !finished {
+        let store = ctx.store();
+        ctx.server
+            .services
+            .allocate(store, &mut new, Some(&cur.obj))
+            .await?
+    } else {
+        Vec::new()
+    };
     let written = if finished {
         ctx.store()
             .delete(&cur.kv.key, Some(cur.kv.mod_revision))
@@ -399,6 +479,15 @@ async fn write_update(
             .update(&cur.kv.key, bytes, cur.kv.mod_revision)
             .await
     };
+    let allocator = &ctx.server.services;
+    match &written {
+        Ok(_) if def.storage == "services" => {
+            let kept = (!finished).then_some(&new);
+            allocator.release_dropped(ctx.store(), &cur.obj, kept).await;
+        }
+        Ok(_) => {}
+        Err(_) => allocator.release(ctx.store(), &taken).await,
+    }
     match written {
         Ok(kv) => {
             codec::set_resource_version(&mut new, kv.mod_revision);
@@ -758,6 +847,10 @@ pub async fn delete_object(ctx: &Ctx<'_>, opts: &DeleteOptions) -> Result<Value,
             .await
         {
             Ok(kv) => {
+                if def.storage == "services" {
+                    let allocator = &ctx.server.services;
+                    allocator.release_dropped(ctx.store(), &obj, None).await;
+                }
                 codec::set_resource_version(&mut obj, kv.mod_revision);
                 return Ok(obj);
             }

@@ -159,9 +159,14 @@ pub fn prepare_update(def: &ResourceDef, old: &Value, new: &mut Value, sub: Opti
     }
 }
 
-/// A service update that leaves out its cluster IPs or node ports keeps the allocated ones, as
-/// upstream's service REST does (kubectl apply never sends them).
+/// A service update that leaves out its cluster IPs or node ports keeps the allocated ones while
+/// the new type still needs them, as upstream's `patchAllocatedValues` (kubectl apply never sends
+/// them); a type change that no longer needs them drops the unchanged ones
+/// (`dropTypeDependentFields`), so the REST layer releases them.
 fn keep_allocations(old: &Value, new: &mut Value) {
+    use crate::allocator::{needs_cluster_ip, needs_node_ports};
+    let (ip_before, ip_after) = (needs_cluster_ip(old), needs_cluster_ip(new));
+    let (np_before, np_after) = (needs_node_ports(old), needs_node_ports(new));
     let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else {
         return;
     };
@@ -169,8 +174,19 @@ fn keep_allocations(old: &Value, new: &mut Value) {
         let empty = spec
             .get(f)
             .is_none_or(|v| v.is_null() || v == "" || v == &json!([]));
-        if let (true, Some(v)) = (empty, old.pointer(&format!("/spec/{f}"))) {
+        let old_v = old.pointer(&format!("/spec/{f}"));
+        if let (true, true, true, Some(v)) = (ip_before, ip_after, empty, old_v) {
             spec.insert(f.into(), v.clone());
+        }
+        if ip_before && !ip_after && spec.get(f) == old_v {
+            spec.remove(f);
+        }
+    }
+    if ip_before && !ip_after {
+        for f in ["ipFamilies", "ipFamilyPolicy"] {
+            if spec.get(f) == old.pointer(&format!("/spec/{f}")) {
+                spec.remove(f);
+            }
         }
     }
     let old_ports = old
@@ -178,19 +194,39 @@ fn keep_allocations(old: &Value, new: &mut Value) {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
-        for p in ports {
-            if p.get("nodePort").is_some_and(|n| !n.is_null() && n != 0) {
-                continue;
+    let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) else {
+        return;
+    };
+    let set = |n: Option<&Value>| n.is_some_and(|n| !n.is_null() && n != 0);
+    let used: Vec<Value> = ports
+        .iter()
+        .filter_map(|p| p.get("nodePort").filter(|n| set(Some(n))).cloned())
+        .collect();
+    for p in ports {
+        if np_before && !np_after {
+            let unchanged = old_ports
+                .iter()
+                .any(|o| set(o.get("nodePort")) && o.get("nodePort") == p.get("nodePort"));
+            if unchanged {
+                if let Some(m) = p.as_object_mut() {
+                    m.remove("nodePort");
+                }
             }
-            let same = old_ports.iter().find(|o| {
-                o.get("port") == p.get("port")
-                    && o.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
-                        == p.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
-            });
-            if let Some(n) = same.and_then(|o| o.get("nodePort")) {
-                p["nodePort"] = n.clone();
-            }
+            continue;
+        }
+        if !(np_before && np_after) || set(p.get("nodePort")) {
+            continue;
+        }
+        // Matched by name, as upstream (the user may have changed the port's number).
+        let same = old_ports.iter().find(|o| {
+            o.get("name").and_then(Value::as_str).unwrap_or("")
+                == p.get("name").and_then(Value::as_str).unwrap_or("")
+        });
+        if let Some(n) = same
+            .and_then(|o| o.get("nodePort"))
+            .filter(|n| !used.contains(n))
+        {
+            p["nodePort"] = n.clone();
         }
     }
 }

@@ -543,3 +543,60 @@ async fn oversized_bodies_get_a_413_status() {
     assert_eq!(s["kind"], "Status");
     assert_eq!(s["reason"], "RequestEntityTooLarge");
 }
+
+#[tokio::test]
+async fn claims_without_a_class_get_the_newest_default_class() {
+    let api = Api::new().await;
+    const PVCS: &str = "/api/v1/namespaces/default/persistentvolumeclaims";
+    const SCS: &str = "/apis/storage.k8s.io/v1/storageclasses";
+    let pvc = |name: &str, class: Option<&str>| {
+        let mut spec = json!({"accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Gi"}}});
+        if let Some(c) = class {
+            spec["storageClassName"] = json!(c);
+        }
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name}, "spec": spec})
+    };
+    let class = |name: &str, annotation: &str| {
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": name, "annotations": {annotation: "true"}},
+            "provisioner": "wasmkube.dev/local-path"})
+    };
+
+    // No default class: the claim stays without one.
+    let (code, o) = api.post(PVCS, pvc("before", None)).await;
+    assert_eq!(code, StatusCode::CREATED, "{o}");
+    assert!(o["spec"].get("storageClassName").is_none(), "{o}");
+
+    let (code, o) = api
+        .post(
+            SCS,
+            class("old", "storageclass.beta.kubernetes.io/is-default-class"),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{o}");
+    let (_, o) = api.post(PVCS, pvc("one-default", None)).await;
+    assert_eq!(o["spec"]["storageClassName"], "old", "{o}");
+
+    // Creation timestamps have second resolution: make the second default visibly newer.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (code, o) = api
+        .post(
+            SCS,
+            class("new", "storageclass.kubernetes.io/is-default-class"),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{o}");
+    let (_, o) = api.post(PVCS, pvc("two-defaults", None)).await;
+    assert_eq!(
+        o["spec"]["storageClassName"], "new",
+        "the newest default wins: {o}"
+    );
+
+    // An explicit class, or an explicit "" (no class), is kept.
+    let (_, o) = api.post(PVCS, pvc("explicit", Some("fast"))).await;
+    assert_eq!(o["spec"]["storageClassName"], "fast", "{o}");
+    let (_, o) = api.post(PVCS, pvc("none", Some(""))).await;
+    assert_eq!(o["spec"]["storageClassName"], "", "{o}");
+}

@@ -135,6 +135,7 @@ async fn unreachable_etcd_answers_503_quickly() {
         authenticator: Box::new(auth::InsecureAdmin),
         shutdown: CancellationToken::new(),
         namespaces: Default::default(),
+        services: Default::default(),
     });
     let api = Api {
         router: app(server),

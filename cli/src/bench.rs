@@ -14,6 +14,8 @@ use wasmkube_apiserver::storage::etcd::{bench_raw_puts, EtcdOptions, EtcdStore, 
 use wasmkube_apiserver::storage::Storage;
 use wasmkube_apiserver::{auth, open_store, serve, ApiServer};
 
+mod http;
+
 #[derive(clap::Subcommand)]
 pub enum Bench {
     /// ConfigMap creates/s through the apiserver's HTTP API vs. durable puts/s of the raw store.
@@ -52,6 +54,20 @@ pub enum Bench {
         #[arg(long, default_value_t = 200)]
         pods: usize,
     },
+    /// GETs through a Service's ClusterIP to the `http-hello` component (a pod behind the node
+    /// proxy), next to the same component on a bare wasmtime-wasi-http loop. Last line:
+    /// `ratio: X` (Service requests/s ÷ bare requests/s).
+    Http {
+        /// Requests per side.
+        #[arg(long, default_value_t = 20_000)]
+        requests: usize,
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// The component to serve [default: examples/http-hello, built for wasm32-wasip2].
+        #[arg(long)]
+        component: Option<std::path::PathBuf>,
+    },
 }
 
 pub async fn run(b: Bench) -> anyhow::Result<()> {
@@ -86,6 +102,11 @@ pub async fn run(b: Bench) -> anyhow::Result<()> {
             println!("{}", figures.report());
             Ok(())
         }
+        Bench::Http {
+            requests,
+            concurrency,
+            component,
+        } => http::run(requests.max(1), concurrency.max(1), component).await,
     }
 }
 
@@ -324,7 +345,18 @@ impl HttpConn {
             "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        self.stream.get_mut().write_all(req.as_bytes()).await?;
+        self.send(req.as_bytes()).await
+    }
+
+    /// GETs `path`; returns the status code after reading the whole response.
+    async fn get(&mut self, path: &str) -> std::io::Result<u16> {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+        self.send(req.as_bytes()).await
+    }
+
+    /// Sends one request; returns the status code after reading the whole response.
+    async fn send(&mut self, req: &[u8]) -> std::io::Result<u16> {
+        self.stream.get_mut().write_all(req).await?;
         let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
         self.line.clear();
         self.stream.read_line(&mut self.line).await?;

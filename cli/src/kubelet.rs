@@ -45,6 +45,31 @@ pub struct KubeletArgs {
     /// Registries to pull from over plain HTTP (loopback registries always are).
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// Host directories `hostPath` volumes may name, with everything below them (repeatable);
+    /// none by default, so no pod can reach the host's files.
+    #[arg(long = "allowed-host-path-prefix")]
+    pub host_path_prefixes: Vec<PathBuf>,
+    /// Where this node's local-path PersistentVolumes live [default: DATA_DIR/storage].
+    #[arg(long)]
+    pub local_path_dir: Option<PathBuf>,
+    /// Run the node proxy's ClusterIP/NodePort listeners (the kube-proxy role). With several
+    /// kubelets on one host, only one may: pass `--proxy=false` to the others.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub proxy: bool,
+    /// The port other nodes' proxies reach this node's pods through (announced as the Node
+    /// annotation `wasmkube.dev/proxy-port`); 0 picks a free one.
+    #[arg(long, default_value_t = 0)]
+    pub proxy_port: u16,
+    /// This node's pod addresses (a CIDR) [default: the Node's spec.podCIDR from the node-IPAM
+    /// controller, else a /20 of --cluster-cidr derived from the node name].
+    #[arg(long)]
+    pub pod_cidr: Option<String>,
+    /// All pods' addresses: pods may connect there.
+    #[arg(long, default_value = wasmkube_kubelet::network::CLUSTER_CIDR)]
+    pub cluster_cidr: String,
+    /// ClusterIPs: pods may connect there.
+    #[arg(long, default_value = wasmkube_kubelet::network::SERVICE_CIDR)]
+    pub service_cidr: String,
 }
 
 /// This host's name, the default node name (as k3s does).
@@ -77,6 +102,15 @@ pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
         config.taints.push(taint);
     }
     config.insecure_registries = args.insecure_registries.clone();
+    config.proxy = args.proxy;
+    config.proxy_port = args.proxy_port;
+    config.pod_cidr = args.pod_cidr.clone();
+    config.cluster_cidr = args.cluster_cidr.clone();
+    config.service_cidr = args.service_cidr.clone();
+    config.host_path_prefixes = args.host_path_prefixes.clone();
+    if let Some(dir) = &args.local_path_dir {
+        config.local_path_dir = dir.clone();
+    }
     let client = crate::kubeconfig::client(&args.kubeconfig).await?;
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(wasmkube_kubelet::run(client, config, shutdown.clone()));

@@ -14,14 +14,28 @@ use crate::{kubeconfig, security, ServerArgs};
 pub enum Role {
     /// `wasmkube apiserver`: the apiserver alone.
     Apiserver,
-    /// `wasmkube up`: the whole control plane in this process.
-    Cluster,
+    /// `wasmkube up`: the whole control plane and `nodes` kubelets in this process.
+    Cluster { nodes: u32 },
+}
+
+/// The names of the kubelets `up --nodes N` runs: the host's name, then `<host>-2` ...
+pub fn node_names(nodes: u32) -> Vec<String> {
+    let host = crate::kubelet::default_node_name();
+    (1..=nodes.max(1))
+        .map(|i| {
+            if i == 1 {
+                host.clone()
+            } else {
+                format!("{host}-{i}")
+            }
+        })
+        .collect()
 }
 
 pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
     let what = match role {
         Role::Apiserver => "wasmkube apiserver",
-        Role::Cluster => "wasmkube up",
+        Role::Cluster { .. } => "wasmkube up",
     };
     let dir = match &args.data_dir {
         Some(d) => d.clone(),
@@ -31,21 +45,31 @@ pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
         .with_context(|| format!("creating data dir {}", dir.display()))?;
     let store = open_store(&args.store, &dir).await?;
     let shutdown = CancellationToken::new();
-    // The node `up` runs, with its own credential (created before the token file is read).
-    let node = match role {
-        Role::Cluster => Some(crate::kubelet::default_node_name()),
-        Role::Apiserver => None,
+    // The nodes `up` runs, each with its own credential (created before the token file is
+    // read).
+    let nodes = match role {
+        Role::Cluster { nodes } => node_names(nodes),
+        Role::Apiserver => Vec::new(),
     };
-    let node_token = match (&node, args.insecure) {
-        (Some(n), false) => Some(security::node_token(&dir.join("pki"), n)?),
-        _ => None,
-    };
+    let mut node_tokens = Vec::new();
+    for n in &nodes {
+        node_tokens.push(match args.insecure {
+            false => Some(security::node_token(&dir.join("pki"), n)?),
+            true => None,
+        });
+    }
     let authenticator: Box<dyn auth::Authenticator> = if args.insecure {
         Box::new(auth::InsecureAdmin)
     } else {
         Box::new(security::token_authenticator(&dir.join("pki"))?)
     };
-    let server = ApiServer::start(store, authenticator, shutdown.clone())
+    let services = wasmkube_apiserver::allocator::ServiceAllocator {
+        service_cidr: args
+            .service_cluster_ip_range
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--service-cluster-ip-range: {e}"))?,
+    };
+    let server = ApiServer::start_with(store, authenticator, shutdown.clone(), services)
         .await
         .context("preparing the store")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -59,6 +83,12 @@ pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
         addr.ip()
     };
     let client_addr = std::net::SocketAddr::new(host, addr.port());
+    // The `kubernetes` Service: pods reach the apiserver at its ClusterIP, port 443.
+    server
+        .services
+        .ensure_kubernetes_service(server.store.as_ref(), client_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the kubernetes Service: {}", e.message))?;
     let mut ca_pem = None;
     let (server_task, url, kubeconfig) = if args.insecure {
         let url = format!("http://{client_addr}");
@@ -101,7 +131,7 @@ pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
     println!("kubeconfig: {}", kubeconfig.display());
     println!("  export KUBECONFIG={}", kubeconfig.display());
     let mut components = Vec::new();
-    if role == Role::Cluster {
+    if matches!(role, Role::Cluster { .. }) {
         // The control plane talks to the apiserver like any client: through the kubeconfig.
         let client = kubeconfig::client(&kubeconfig).await?;
         let stop = shutdown.clone();
@@ -120,8 +150,8 @@ pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
                 tracing::error!(error = %e, "controller-manager stopped");
             }
         }));
-        // One kubelet, as the node's own user (NodeRestriction applies to it).
-        if let Some(node) = &node {
+        // The kubelets, each as its node's own user (NodeRestriction applies to them).
+        for (node, node_token) in nodes.iter().zip(&node_tokens) {
             let node_dir = dir.join("nodes").join(node);
             std::fs::create_dir_all(&node_dir)
                 .with_context(|| format!("creating {}", node_dir.display()))?;
@@ -134,7 +164,10 @@ pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
                 },
             )?;
             let client = kubeconfig::client(&node_kubeconfig).await?;
-            let config = wasmkube_kubelet::KubeletConfig::new(node, node_dir);
+            let mut config = wasmkube_kubelet::KubeletConfig::new(node, node_dir);
+            config.host_path_prefixes = args.host_path_prefixes.clone();
+            // One host, one set of ClusterIP/NodePort listeners: the first kubelet owns them.
+            config.proxy = node == &nodes[0];
             let stop = shutdown.clone();
             components.push(tokio::spawn(async move {
                 if let Err(e) = wasmkube_kubelet::run(client, config, stop).await {
@@ -171,6 +204,21 @@ fn serving_names(args: &ServerArgs, host: std::net::IpAddr) -> Vec<String> {
         }
     }
     names.push(host.to_string());
+    // The `kubernetes` Service, as pods address the apiserver.
+    for n in [
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ] {
+        names.push(n.to_string());
+    }
+    if let Ok(cidr) = args
+        .service_cluster_ip_range
+        .parse::<wasmkube_apiserver::allocator::Cidr>()
+    {
+        names.push(cidr.nth(1).to_string());
+    }
     names.extend(args.tls_san.iter().cloned());
     names.sort();
     names.dedup();

@@ -13,8 +13,11 @@ pub mod gc;
 pub mod hpa;
 pub mod job;
 pub mod leader;
+pub mod localpath;
+pub mod nodeipam;
 pub mod nodelifecycle;
 mod podutil;
+pub mod pvbinder;
 pub mod replicaset;
 pub mod serviceaccount;
 
@@ -53,6 +56,10 @@ pub struct ControllerConfig {
     pub hpa_sync_period: Duration,
     /// Where the HPA reads pod usage; the default reads `metrics.k8s.io/v1beta1`.
     pub metrics: hpa::Metrics,
+    /// `--cluster-cidr`: the pod CIDR node IPAM cuts `podCIDR`s from.
+    pub cluster_cidr: String,
+    /// `--node-cidr-mask-size`: the prefix length of each Node's `podCIDR`.
+    pub node_cidr_mask_size: u8,
 }
 
 impl Default for ControllerConfig {
@@ -72,6 +79,8 @@ impl Default for ControllerConfig {
             node_monitor_grace_period: Duration::from_secs(40),
             hpa_sync_period: Duration::from_secs(15),
             metrics: hpa::Metrics::default(),
+            cluster_cidr: nodeipam::DEFAULT_CLUSTER_CIDR.to_string(),
+            node_cidr_mask_size: nodeipam::DEFAULT_NODE_CIDR_MASK,
         }
     }
 }
@@ -155,12 +164,24 @@ async fn run_controllers(client: kube::Client, config: ControllerConfig, stop: C
             nodelifecycle::run(client.clone(), config.clone(), stop.clone())
         ),
         named(
+            "node-ipam",
+            nodeipam::run(client.clone(), config.clone(), stop.clone())
+        ),
+        named(
             "horizontal-pod-autoscaler",
             hpa::run(client.clone(), config.clone(), stop.clone())
         ),
         named(
             "daemonset",
             daemonset::run(client.clone(), config.clone(), stop.clone())
+        ),
+        named(
+            "local-path-provisioner",
+            localpath::run(client.clone(), config.clone(), stop.clone())
+        ),
+        named(
+            "persistentvolume-binder",
+            pvbinder::run(client.clone(), config.clone(), stop.clone())
         ),
     );
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::framework::{ClusterEvent, EventMask};
 use crate::info::{NodeInfo, NodeSpec, PodInfo, PodKey};
+use crate::volumes::VolumeStore;
 
 /// A cache operation that contradicts what the cache holds.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -36,6 +37,8 @@ pub struct Cache {
     /// InterPodAffinity plugin skip its scan when there are none.
     anti_affinity_pods: usize,
     affinity_pods: usize,
+    /// Claims, volumes and classes, for the VolumeBinding plugin.
+    volumes: VolumeStore,
 }
 
 impl Cache {
@@ -55,6 +58,16 @@ impl Cache {
 
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
         self.index.get(name).map(|&i| &self.nodes[i])
+    }
+
+    /// The storage objects pods' volumes refer to.
+    pub fn volumes(&self) -> &VolumeStore {
+        &self.volumes
+    }
+
+    /// The storage objects, for the informers' updates.
+    pub fn volumes_mut(&mut self) -> &mut VolumeStore {
+        &mut self.volumes
     }
 
     /// Number of existing nodes that hold `image`.

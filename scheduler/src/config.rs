@@ -232,6 +232,7 @@ pub struct Plugins {
     pub pre_score: PluginList,
     pub score: PluginList,
     pub reserve: PluginList,
+    pub pre_bind: PluginList,
     pub bind: PluginList,
 }
 

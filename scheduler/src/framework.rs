@@ -1,5 +1,5 @@
 //! The scheduling framework: plugin traits for each extension point (PreFilter, Filter,
-//! PreScore, Score + NormalizeScore, Reserve, Bind), a registry of plugins by name, profiles
+//! PreScore, Score + NormalizeScore, Reserve, PreBind, Bind), a registry of plugins by name, profiles
 //! built from configuration, and one scheduling cycle: filter the nodes in parallel, score the
 //! feasible ones in parallel, pick the best.
 
@@ -58,6 +58,11 @@ pub enum ClusterEvent {
     AssignedPodAdd = 1 << 7,
     AssignedPodUpdate = 1 << 8,
     AssignedPodDelete = 1 << 9,
+    PvcAdd = 1 << 10,
+    PvcUpdate = 1 << 11,
+    PvAdd = 1 << 12,
+    PvUpdate = 1 << 13,
+    StorageClassAdd = 1 << 14,
 }
 
 /// A set of cluster events.
@@ -218,6 +223,9 @@ pub trait Plugin: Send + Sync {
     fn as_reserve(&self) -> Option<&dyn ReservePlugin> {
         None
     }
+    fn as_pre_bind(self: Arc<Self>) -> Option<Arc<dyn PreBindPlugin>> {
+        None
+    }
     fn as_bind(self: Arc<Self>) -> Option<Arc<dyn BindPlugin>> {
         None
     }
@@ -268,6 +276,14 @@ pub trait ScorePlugin: Send + Sync {
 pub trait ReservePlugin: Send + Sync {
     fn reserve(&self, state: &mut CycleState, pod: &PodInfo, node: &str) -> Result<(), Rejection>;
     fn unreserve(&self, state: &mut CycleState, pod: &PodInfo, node: &str);
+}
+
+/// Runs after the node is chosen and before the pod is bound (e.g. to write the volume
+/// decisions the binding depends on). An error fails this binding attempt: the pod is
+/// unreserved and retried.
+#[async_trait::async_trait]
+pub trait PreBindPlugin: Send + Sync {
+    async fn pre_bind(&self, state: &CycleState, pod: &PodInfo, node: &str) -> Result<(), String>;
 }
 
 /// What a bind plugin did.
@@ -343,6 +359,7 @@ pub struct Framework {
     pre_scores: Vec<Arc<dyn Plugin>>,
     scores: Vec<(Arc<dyn Plugin>, i64)>,
     reserves: Vec<Arc<dyn Plugin>>,
+    pre_binds: Vec<Arc<dyn PreBindPlugin>>,
     binders: Vec<Arc<dyn BindPlugin>>,
     events: HashMap<&'static str, EventMask>,
     /// 0 means upstream's adaptive default.
@@ -503,6 +520,15 @@ impl Framework {
             "reserve",
             &mut instantiate,
         )?);
+        let pre_binds: Vec<Arc<dyn PreBindPlugin>> = strip(point(
+            &pl.pre_bind,
+            |p| p.clone().as_pre_bind().is_some(),
+            "preBind",
+            &mut instantiate,
+        )?)
+        .into_iter()
+        .filter_map(|p| p.as_pre_bind())
+        .collect();
         let binders: Vec<Arc<dyn BindPlugin>> = strip(point(
             &pl.bind,
             |p| p.clone().as_bind().is_some(),
@@ -523,6 +549,7 @@ impl Framework {
             pre_scores,
             scores,
             reserves,
+            pre_binds,
             binders,
             events,
             percentage_of_nodes_to_score: profile
@@ -834,6 +861,11 @@ impl Framework {
     /// The bind plugins in order (the first that does not skip binds).
     pub fn binders(&self) -> Vec<Arc<dyn BindPlugin>> {
         self.binders.clone()
+    }
+
+    /// The PreBind plugins in order (all run, before any binder).
+    pub fn pre_binds(&self) -> Vec<Arc<dyn PreBindPlugin>> {
+        self.pre_binds.clone()
     }
 }
 

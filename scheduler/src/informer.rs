@@ -1,5 +1,6 @@
-//! Informers: kube-runtime watchers on pods and nodes, whose objects are parsed here (on the
-//! async runtime, off the scheduling thread) and handed to the scheduling loop as [`Input`]s.
+//! Informers: kube-runtime watchers on pods, nodes and storage objects, whose objects are
+//! parsed here (on the async runtime, off the scheduling thread) and handed to the scheduling
+//! loop as [`Input`]s.
 //! A relist ends with the set of names seen, so the loop can drop what vanished meanwhile.
 
 use std::collections::HashSet;
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::info::{NodeSpec, PodInfo, PodKey};
 use crate::scheduler::Input;
+use crate::volumes::{VolumeKind, VolumeObject};
 
 /// An informer whose loop could not hand events over (the scheduling loop ended).
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +115,60 @@ pub async fn nodes(
             Ok(Event::InitDone) => Input::NodesSynced(seen.take().unwrap_or_default()),
             Err(e) => {
                 tracing::warn!("node watch: {e}");
+                continue;
+            }
+        };
+        tx.send(input).map_err(|_| InformerError::LoopGone)?;
+    }
+}
+
+/// Watches one kind of storage object (claims, volumes or classes) for the VolumeBinding
+/// plugin; `wrap` tags each object with its kind.
+pub async fn volumes<K>(
+    client: kube::Client,
+    tx: Sender<Input>,
+    stop: CancellationToken,
+    kind: VolumeKind,
+    wrap: fn(Arc<K>) -> VolumeObject,
+) -> Result<(), InformerError>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    let api: Api<K> = Api::all(client);
+    let mut stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let key = |o: &K| match o.namespace() {
+        Some(ns) => crate::volumes::claim_key(&ns, &o.name_any()),
+        None => o.name_any(),
+    };
+    let mut seen: Option<HashSet<String>> = None;
+    loop {
+        let ev = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            ev = stream.next() => ev,
+        };
+        let Some(ev) = ev else { return Ok(()) };
+        let input = match ev {
+            Ok(Event::Apply(o)) | Ok(Event::InitApply(o)) => {
+                if let Some(s) = seen.as_mut() {
+                    s.insert(key(&o));
+                }
+                Input::VolumeApply(wrap(Arc::new(o)))
+            }
+            Ok(Event::Delete(o)) => Input::VolumeDelete(kind, key(&o)),
+            Ok(Event::Init) => {
+                seen = Some(HashSet::new());
+                continue;
+            }
+            Ok(Event::InitDone) => Input::VolumesSynced(kind, seen.take().unwrap_or_default()),
+            Err(e) => {
+                tracing::warn!("{kind:?} watch: {e}");
                 continue;
             }
         };

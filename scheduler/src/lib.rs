@@ -18,6 +18,7 @@ pub mod queue;
 pub mod report;
 pub mod resources;
 pub mod scheduler;
+pub mod volumes;
 
 pub use bench::{bench, BenchReport};
 pub use config::Config;

@@ -16,12 +16,13 @@ use crate::cache::Cache;
 use crate::config::Config;
 use crate::framework::{
     BindOutcome, BindPlugin, CycleState, EventMask, Framework, FrameworkError, PluginContext,
-    Registry,
+    PreBindPlugin, Registry,
 };
 use crate::info::{NodeSpec, PodInfo, PodKey};
 use crate::leader::LeaderElector;
 use crate::queue::{QueuedPod, SchedulingQueue};
 use crate::report::{Report, Reporter};
+use crate::volumes::{VolumeKind, VolumeObject};
 
 /// Why the scheduler stopped or could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,10 @@ pub enum Input {
     NodeApply(NodeSpec),
     NodeDelete(String),
     NodesSynced(HashSet<String>),
+    VolumeApply(VolumeObject),
+    VolumeDelete(VolumeKind, String),
+    /// A storage relist finished with these keys.
+    VolumesSynced(VolumeKind, HashSet<String>),
     BindDone(Box<BindDone>),
     Stop,
 }
@@ -210,6 +215,27 @@ impl Scheduler {
             tx.clone(),
             informer_stop.clone(),
         ));
+        tracker.spawn(crate::informer::volumes(
+            self.client.clone(),
+            tx.clone(),
+            informer_stop.clone(),
+            VolumeKind::Claim,
+            VolumeObject::Claim,
+        ));
+        tracker.spawn(crate::informer::volumes(
+            self.client.clone(),
+            tx.clone(),
+            informer_stop.clone(),
+            VolumeKind::Volume,
+            VolumeObject::Volume,
+        ));
+        tracker.spawn(crate::informer::volumes(
+            self.client.clone(),
+            tx.clone(),
+            informer_stop.clone(),
+            VolumeKind::Class,
+            VolumeObject::Class,
+        ));
         let reporter = Reporter::spawn(
             self.client.clone(),
             self.config.profiles[0].scheduler_name.clone(),
@@ -252,6 +278,7 @@ impl Scheduler {
             binding: HashMap::new(),
             nodes_synced: false,
             pods_synced: false,
+            volumes_synced: HashSet::new(),
             scheduled_events: self.config.scheduled_events,
         };
         let thread = std::thread::Builder::new()
@@ -272,6 +299,29 @@ impl Scheduler {
     }
 }
 
+/// The binding cycle after Reserve: every PreBind plugin in order, then the first bind plugin
+/// that does not skip the pod.
+async fn run_binding(
+    pre_binds: &[Arc<dyn PreBindPlugin>],
+    binders: &[Arc<dyn BindPlugin>],
+    state: &CycleState,
+    pod: &PodInfo,
+    node: &str,
+) -> BindOutcome {
+    for p in pre_binds {
+        if let Err(e) = p.pre_bind(state, pod, node).await {
+            return BindOutcome::Failed(format!("running PreBind plugin: {e}"));
+        }
+    }
+    for b in binders {
+        match b.bind(pod, node).await {
+            BindOutcome::Skip => continue,
+            other => return other,
+        }
+    }
+    BindOutcome::Failed("no bind plugin bound the pod".into())
+}
+
 /// The scheduling loop's state, owned by its thread.
 struct Core {
     profiles: HashMap<String, Arc<Framework>>,
@@ -288,6 +338,8 @@ struct Core {
     binding: HashMap<PodKey, String>,
     nodes_synced: bool,
     pods_synced: bool,
+    /// The storage informers that have listed once.
+    volumes_synced: HashSet<VolumeKind>,
     scheduled_events: bool,
 }
 
@@ -295,7 +347,7 @@ impl Core {
     fn run(mut self, rx: Receiver<Input>) {
         let mut stopping = false;
         loop {
-            let ready = self.nodes_synced && self.pods_synced && !stopping;
+            let ready = self.synced() && !stopping;
             // Sleep only when there is nothing to schedule; wake for the next backoff expiry.
             let timeout = if ready && self.queue_has_ready() {
                 Duration::ZERO
@@ -323,7 +375,7 @@ impl Core {
             }
             let now = Instant::now();
             self.queue.flush(now);
-            if self.nodes_synced && self.pods_synced {
+            if self.synced() {
                 if let Some(qp) = self.queue.pop() {
                     self.schedule_one(qp);
                 }
@@ -381,14 +433,29 @@ impl Core {
                 self.nodes_synced = true;
                 self.mark_synced();
             }
+            Input::VolumeApply(o) => {
+                let events = self.cache.volumes_mut().apply(o);
+                self.on_events(events, now);
+            }
+            Input::VolumeDelete(kind, key) => self.cache.volumes_mut().delete(kind, &key),
+            Input::VolumesSynced(kind, seen) => {
+                self.cache.volumes_mut().retain(kind, &seen);
+                self.volumes_synced.insert(kind);
+                self.mark_synced();
+            }
             Input::BindDone(done) => self.on_bind_done(*done, now),
             Input::Stop => return true,
         }
         false
     }
 
+    /// Every informer has listed once: decisions see the whole cluster.
+    fn synced(&self) -> bool {
+        self.nodes_synced && self.pods_synced && self.volumes_synced.len() == 3
+    }
+
     fn mark_synced(&self) {
-        if self.nodes_synced && self.pods_synced {
+        if self.synced() {
             self.stats.synced.store(true, Ordering::Relaxed);
         }
     }
@@ -473,7 +540,13 @@ impl Core {
                 self.stats.scheduled.fetch_add(1, Ordering::Relaxed);
                 self.stats.record_cycle(start.elapsed());
                 self.binding.insert(pod.key.clone(), pod.uid.clone());
-                self.spawn_bind(fw.binders(), qp, decision.node, decision.state);
+                self.spawn_bind(
+                    fw.pre_binds(),
+                    fw.binders(),
+                    qp,
+                    decision.node,
+                    decision.state,
+                );
             }
             Err(fit) => {
                 self.stats.unschedulable.fetch_add(1, Ordering::Relaxed);
@@ -497,6 +570,7 @@ impl Core {
 
     fn spawn_bind(
         &self,
+        pre_binds: Vec<Arc<dyn PreBindPlugin>>,
         binders: Vec<Arc<dyn BindPlugin>>,
         qp: QueuedPod,
         node: String,
@@ -504,17 +578,14 @@ impl Core {
     ) {
         let tx = self.tx.clone();
         let permits = self.bind_permits.clone();
+        let stats = self.stats.clone();
         let fut = async move {
             let _permit = permits.acquire_owned().await;
-            let mut outcome = BindOutcome::Failed("no bind plugin bound the pod".into());
-            for b in &binders {
-                match b.bind(&qp.info, &node).await {
-                    BindOutcome::Skip => continue,
-                    other => {
-                        outcome = other;
-                        break;
-                    }
-                }
+            let outcome = run_binding(&pre_binds, &binders, &state, &qp.info, &node).await;
+            // Counted here, not when the loop takes the result: a binding that completes
+            // while the scheduler stops (its loop already gone) still happened.
+            if matches!(outcome, BindOutcome::Bound) {
+                stats.bound.fetch_add(1, Ordering::Relaxed);
             }
             let _ = tx.send(Input::BindDone(Box::new(BindDone {
                 qp,
@@ -537,7 +608,6 @@ impl Core {
         let still_pending = self.binding.remove(&key).is_some();
         match outcome {
             BindOutcome::Bound => {
-                self.stats.bound.fetch_add(1, Ordering::Relaxed);
                 if self.scheduled_events {
                     self.reporter.send(Report::Scheduled {
                         pod: qp.info.clone(),

@@ -20,7 +20,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 
 /// The `etcd` binary, or None (with the reason printed) when these tests are skipped.
-fn etcd_binary(test: &str) -> Option<PathBuf> {
+pub(crate) fn etcd_binary(test: &str) -> Option<PathBuf> {
     let wanted = std::env::var_os("WASMKUBE_TEST_ETCD").is_some_and(|v| !v.is_empty())
         || std::env::var_os("CI").is_some();
     if !wanted {
@@ -49,7 +49,7 @@ fn free_port() -> u16 {
 }
 
 /// One etcd member on loopback; killed when dropped.
-struct Etcd {
+pub(crate) struct Etcd {
     bin: PathBuf,
     child: Option<Child>,
     dir: tempfile::TempDir,
@@ -58,7 +58,7 @@ struct Etcd {
 }
 
 impl Etcd {
-    fn start(bin: PathBuf) -> Self {
+    pub(crate) fn start(bin: PathBuf) -> Self {
         let mut etcd = Etcd {
             bin,
             child: None,
@@ -70,7 +70,7 @@ impl Etcd {
         etcd
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("127.0.0.1:{}", self.client_port)
     }
 

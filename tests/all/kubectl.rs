@@ -398,3 +398,35 @@ fn get_pods_watch_sees_added_modified_deleted() {
     let _ = watch.kill();
     let _ = watch.wait();
 }
+
+#[test]
+fn local_path_is_the_default_storage_class_and_claims_without_a_class_get_it() {
+    let c = Cluster::start();
+    let table = crate::support::eventually(30, "the local-path StorageClass", || {
+        let out = c.kubectl(&["get", "sc"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.contains("local-path (default)").then_some(text)
+    });
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("local-path (default)"))
+        .unwrap_or_default();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cells[2..5],
+        ["wasmkube.dev/local-path", "Delete", "WaitForFirstConsumer"],
+        "{table}"
+    );
+    let claim = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: data\nspec:\n  accessModes: [ReadWriteOnce]\n  resources:\n    requests:\n      storage: 1Gi\n";
+    c.ok_in(&["create", "-f", "-"], claim);
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "pvc",
+            "data",
+            "-o",
+            "jsonpath={.spec.storageClassName}"
+        ]),
+        "local-path"
+    );
+}

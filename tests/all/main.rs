@@ -8,4 +8,8 @@ mod cluster;
 mod durability;
 mod etcd;
 mod kubectl;
+mod multinode;
+mod pod_clients;
 mod security;
+mod services;
+mod volumes;

@@ -10,6 +10,8 @@ pub struct Cluster {
     child: Option<Child>,
     /// The subcommand: `up` or `apiserver`.
     command: &'static str,
+    /// Flags after `--data-dir` and `--listen` (e.g. `--nodes 2`, `--store etcd://...`).
+    extra: Vec<String>,
     pub dir: tempfile::TempDir,
     pub url: String,
     pub kubeconfig: PathBuf,
@@ -19,21 +21,27 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `wasmkube up` (the whole cluster) on a free port and waits until it serves.
     pub fn start() -> Self {
-        Self::start_command("up")
+        Self::start_command("up", &[])
+    }
+
+    /// Starts `wasmkube up` with extra flags, e.g. `--nodes 2` or `--store etcd://...`.
+    pub fn up_with(extra: &[&str]) -> Self {
+        Self::start_command("up", extra)
     }
 
     /// Starts `wasmkube apiserver` alone: API tests see no scheduler or kubelet changing their
     /// objects.
     pub fn apiserver() -> Self {
-        Self::start_command("apiserver")
+        Self::start_command("apiserver", &[])
     }
 
-    fn start_command(command: &'static str) -> Self {
+    fn start_command(command: &'static str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let cache = dir.path().join("kubectl-cache");
         let mut c = Cluster {
             child: None,
             command,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             kubeconfig: dir.path().join("kubeconfig"),
             dir,
             url: String::new(),
@@ -48,6 +56,7 @@ impl Cluster {
             .args([self.command, "--data-dir"])
             .arg(self.dir.path())
             .args(["--listen", listen])
+            .args(&self.extra)
             .env("WASMKUBE_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -205,6 +214,95 @@ fn check_err(args: &[&str], out: Output) -> String {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Runs the `wasmkube` binary with `args`, asserts success and returns stdout.
+pub fn wasmkube(args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+        .args(args)
+        .output()
+        .expect("run wasmkube");
+    assert!(
+        out.status.success(),
+        "wasmkube {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, or panics with `what` after `secs` seconds.
+pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A real `docker-registry` (Debian package) on a free loopback port with its storage in a
+/// temp dir; killed when dropped.
+pub struct Registry {
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let config = dir.path().join("config.yml");
+        let root = dir.path().join("storage");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n",
+                root.display()
+            ),
+        )
+        .expect("registry config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is installed (scripts/setup installs it)");
+        let addr = format!("127.0.0.1:{port}");
+        eventually(20, "docker-registry listening", || {
+            std::net::TcpStream::connect(&addr).ok()
+        });
+        Self {
+            addr,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// Pushes an example guest as `<addr>/wasmkube/<repo>:<tag>` and returns that reference.
+    pub fn push_example(&self, guest: &str, repo: &str, tag: &str) -> String {
+        let reference = format!("{}/wasmkube/{repo}:{tag}", self.addr);
+        let wasm = example_guest(guest);
+        wasmkube(&["push".as_ref(), wasm.as_os_str(), reference.as_ref()]);
+        reference
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

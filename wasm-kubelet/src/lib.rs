@@ -65,7 +65,8 @@ impl std::str::FromStr for Taint {
 pub struct KubeletConfig {
     /// `--node-name`: the Node's name.
     pub node_name: String,
-    /// `--data-dir`: images (`images/`), compiled code (`compiled/`), pod logs (`pods/`).
+    /// `--data-dir`: images (`images/`), compiled code (`compiled/`), pod logs (`pods/`), pod
+    /// volumes (`volumes/<uid>/`).
     pub data_dir: PathBuf,
     /// Kubelet API listen address (`/containerLogs`, `/healthz`, `/stats/summary`); port 0
     /// picks a free port, reported in `status.daemonEndpoints`. Default `127.0.0.1:0`.
@@ -92,6 +93,31 @@ pub struct KubeletConfig {
     pub status_interval: Duration,
     /// Size at which a container log file is rotated. Default 10 MiB.
     pub max_log_bytes: u64,
+    /// `--pod-cidr`: this node's pod addresses. Default: the Node's `spec.podCIDR` (set by the
+    /// node-IPAM controller), else a `/20` of the cluster CIDR derived from the node name.
+    pub pod_cidr: Option<String>,
+    /// `--cluster-cidr`: all pods' addresses (pods may connect there). Default
+    /// [`network::CLUSTER_CIDR`].
+    pub cluster_cidr: String,
+    /// `--service-cidr`: ClusterIPs (pods may connect there). Default [`network::SERVICE_CIDR`].
+    pub service_cidr: String,
+    /// `--allowed-host-path-prefix`: the only host paths `hostPath` volumes may name (and
+    /// their descendants). Default empty: no hostPath volume is allowed.
+    pub host_path_prefixes: Vec<PathBuf>,
+    /// `--local-path-dir`: where local-path PersistentVolumes of this node live (announced on
+    /// the Node as annotation `wasmkube.dev/local-path-dir`). Default `<data_dir>/storage`.
+    pub local_path_dir: PathBuf,
+    /// How often mounted configMap/secret/downwardAPI volumes are re-projected and emptyDir
+    /// `sizeLimit`s checked. Default 10 s.
+    pub volume_sync_interval: Duration,
+    /// `--proxy`: run the node proxy's ClusterIP/NodePort listeners (the kube-proxy role).
+    /// Default true; with several kubelets on one host (`wasmkube up` with extra nodes, tests)
+    /// exactly one may own them, the others set false. Every kubelet keeps its Service table
+    /// (pods' requests by Service name) and forwarding port either way.
+    pub proxy: bool,
+    /// `--proxy-port`: the forwarding port other nodes' proxies reach this node's pods through
+    /// (announced as the Node annotation `wasmkube.dev/proxy-port`); 0 picks a free one.
+    pub proxy_port: u16,
 }
 
 impl KubeletConfig {
@@ -99,6 +125,7 @@ impl KubeletConfig {
     pub fn new(node_name: &str, data_dir: PathBuf) -> Self {
         Self {
             node_name: node_name.to_string(),
+            local_path_dir: data_dir.join("storage"),
             data_dir,
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             address: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -112,6 +139,13 @@ impl KubeletConfig {
             lease_interval: Duration::from_secs(10),
             status_interval: Duration::from_secs(60),
             max_log_bytes: runtime::logs::DEFAULT_MAX_LOG_BYTES,
+            pod_cidr: None,
+            cluster_cidr: network::CLUSTER_CIDR.into(),
+            service_cidr: network::SERVICE_CIDR.into(),
+            host_path_prefixes: Vec::new(),
+            volume_sync_interval: Duration::from_secs(10),
+            proxy: true,
+            proxy_port: 0,
         }
     }
 }
@@ -135,11 +169,42 @@ pub enum KubeletError {
     Image(#[from] image::ImageError),
     #[error(transparent)]
     Node(#[from] node::NodeError),
+    #[error("pod network: {0}")]
+    Network(#[from] network::ipam::IpamError),
     #[error("kubelet API on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// The node's network plugin state: the podCIDR (see [`network::ipam::node_pod_cidr`]),
+/// allocations persisted under `<data_dir>/network`.
+async fn node_network(
+    client: &Client,
+    config: &KubeletConfig,
+) -> Result<network::policy::NodeNetwork, KubeletError> {
+    let cluster_cidr: network::ipam::Cidr = config.cluster_cidr.parse()?;
+    let service_cidr: network::ipam::Cidr = config.service_cidr.parse()?;
+    let pod_cidr = network::ipam::node_pod_cidr(
+        client,
+        &config.node_name,
+        config.pod_cidr.as_deref(),
+        &cluster_cidr,
+        network::NODE_CIDR_MASK,
+    )
+    .await?;
+    let ipam = network::ipam::Ipam::open(&config.data_dir.join("network"), pod_cidr)?;
+    let mut node_addresses = vec![config.address, IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    node_addresses.dedup();
+    Ok(network::policy::NodeNetwork {
+        ipam,
+        cluster_cidr,
+        service_cidr,
+        node_addresses,
+        // The Service table (network::services) plugs in here when the node proxy runs.
+        resolver: None,
+    })
 }
 
 /// Runs the kubelet until `shutdown` is cancelled: registers the Node, serves the kubelet API,
@@ -162,31 +227,21 @@ pub async fn run(
             source,
         })?
         .port();
-    let runtime = runtime::Runtime::new(&config.data_dir.join("compiled"))?;
+    // Two instance slots per pod (a running container, an in-flight request), at least 256
+    // for request bursts on small nodes.
+    let runtime = runtime::Runtime::with_pool_slots(
+        &config.data_dir.join("compiled"),
+        config.max_pods.saturating_mul(2).max(256),
+    )?;
     let store = image::ContentStore::open(&images_dir(&config.data_dir))?;
     let images = image::Images::new(store, config.insecure_registries.clone());
     let live = server::LiveLogs::default();
     let stats = server::PodStats::default();
-    let kubelet = Arc::new(supervisor::Kubelet {
-        client: client.clone(),
-        config: config.clone(),
-        runtime,
-        images,
-        live: live.clone(),
-        stats: stats.clone(),
-        recorder: kube::runtime::events::Recorder::new(
-            client.clone(),
-            kube::runtime::events::Reporter {
-                controller: "kubelet".into(),
-                instance: Some(config.node_name.clone()),
-            },
-        ),
-    });
 
     let api = server::app(server::ServerState {
         pods_dir: pods_dir(&config.data_dir),
-        live,
-        stats,
+        live: live.clone(),
+        stats: stats.clone(),
         node_name: config.node_name.clone(),
     });
     let stop = shutdown.clone();
@@ -203,6 +258,28 @@ pub async fn run(
     node::register(&client, &config, &machine, port).await?;
     node::renew_lease(&client, &config).await?;
     tracing::info!(node = %config.node_name, port, "node registered");
+    let mut network = node_network(&client, &config).await?;
+    let services =
+        network::proxy::start(&client, &config, network.ipam.cidr(), shutdown.clone()).await?;
+    network.resolver = Some(services);
+    let network = Arc::new(network);
+    tracing::info!(node = %config.node_name, pod_cidr = %network.ipam.cidr(), "pod network");
+    let kubelet = Arc::new(supervisor::Kubelet {
+        client: client.clone(),
+        config: config.clone(),
+        runtime,
+        images,
+        live,
+        stats,
+        network,
+        recorder: kube::runtime::events::Recorder::new(
+            client.clone(),
+            kube::runtime::events::Reporter {
+                controller: "kubelet".into(),
+                instance: Some(config.node_name.clone()),
+            },
+        ),
+    });
     let heartbeat = {
         let (client, config, stop) = (client.clone(), config.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -225,7 +302,13 @@ pub async fn run(
             }
         })
     };
+    let storage = tokio::spawn(volume::housekeeping(
+        client.clone(),
+        config.clone(),
+        shutdown.clone(),
+    ));
     supervisor::watch_pods(kubelet, shutdown).await;
+    storage.abort();
     heartbeat.abort();
     Ok(())
 }

@@ -100,7 +100,15 @@ pub fn node_object(config: &KubeletConfig) -> Value {
     let mut node = json!({
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {"name": config.node_name, "labels": labels},
+        "metadata": {
+            "name": config.node_name,
+            "labels": labels,
+            // Where the local-path provisioner puts this node's PersistentVolumes.
+            "annotations": {
+                crate::volume::pvc::LOCAL_PATH_DIR_ANNOTATION:
+                    config.local_path_dir.to_string_lossy(),
+            },
+        },
         "spec": {},
     });
     if !config.taints.is_empty() {
@@ -206,7 +214,8 @@ pub async fn register(
     match nodes.create(&PostParams::default(), &node).await {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 409 => {
-            let patch = json!({"metadata": {"labels": object["metadata"]["labels"]},
+            let patch = json!({"metadata": {"labels": object["metadata"]["labels"],
+                                            "annotations": object["metadata"]["annotations"]},
                                "spec": {"taints": object["spec"].get("taints")}});
             nodes
                 .patch(name, &PatchParams::default(), &Patch::Merge(&patch))

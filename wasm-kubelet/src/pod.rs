@@ -177,6 +177,9 @@ pub enum Event {
     Delete,
     /// `activeDeadlineSeconds` passed: stop everything; the pod fails.
     DeadlineExceeded,
+    /// The kubelet gives up on the pod (eviction, a refused volume): stop everything; the pod
+    /// fails with this `status.reason` and `status.message`.
+    Fail { reason: String, message: String },
 }
 
 /// What the supervisor must do next.
@@ -199,6 +202,8 @@ pub struct PodState {
     pub base_backoff: Duration,
     /// `activeDeadlineSeconds` passed (the pod fails with reason `DeadlineExceeded`).
     pub deadline_exceeded: bool,
+    /// Why the kubelet failed the pod (`status.reason`, `status.message`), e.g. `Evicted`.
+    pub failure: Option<(String, String)>,
 }
 
 impl PodState {
@@ -234,6 +239,7 @@ impl PodState {
             main,
             base_backoff,
             deadline_exceeded: false,
+            failure: None,
         }
     }
 
@@ -268,7 +274,9 @@ impl PodState {
                     Phase::Pending
                 }
             }
-            Stage::Done | Stage::Terminating | Stage::Terminated if self.deadline_exceeded => {
+            Stage::Done | Stage::Terminating | Stage::Terminated
+                if self.deadline_exceeded || self.failure.is_some() =>
+            {
                 Phase::Failed
             }
             Stage::Done | Stage::Terminating | Stage::Terminated => {
@@ -355,12 +363,15 @@ pub fn step(state: &mut PodState, event: Event, now: Timestamp) -> Vec<Action> {
                 }
             }
         }
-        Event::DeadlineExceeded => {
+        Event::DeadlineExceeded | Event::Fail { .. } => {
             if !matches!(
                 state.stage,
                 Stage::Done | Stage::Terminating | Stage::Terminated
             ) {
-                state.deadline_exceeded = true;
+                match event {
+                    Event::Fail { reason, message } => state.failure = Some((reason, message)),
+                    _ => state.deadline_exceeded = true,
+                }
                 state.stage = Stage::Done;
                 actions.push(Action::StopAll);
                 for c in state.init.iter_mut().chain(state.main.iter_mut()) {
@@ -879,6 +890,30 @@ mod tests {
         assert!(p.finished());
         assert_eq!(p.phase(), Phase::Failed);
         assert!(step(&mut p, Event::DeadlineExceeded, t(31)).is_empty());
+    }
+
+    #[test]
+    fn a_kubelet_failure_of_a_pod_that_never_started_fails_it_with_its_reason() {
+        let mut p = pod(RestartPolicy::Always, &[], &["a"]);
+        step(&mut p, Event::Tick, t(0));
+        let fail = Event::Fail {
+            reason: "Evicted".into(),
+            message: "too big".into(),
+        };
+        assert_eq!(step(&mut p, fail, t(1)), vec![Action::StopAll]);
+        step(
+            &mut p,
+            Event::StartFailed {
+                slot: Slot::Main(0),
+                reason: "ContainerCreating".into(),
+                message: "stopped".into(),
+            },
+            t(1),
+        );
+        assert!(p.finished());
+        assert_eq!(p.next_wakeup(), None, "no retry after the failure");
+        assert_eq!(p.phase(), Phase::Failed);
+        assert_eq!(p.failure, Some(("Evicted".into(), "too big".into())));
     }
 
     #[test]

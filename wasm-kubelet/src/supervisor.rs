@@ -21,10 +21,13 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::image::{self, Images, PullPolicy};
+use crate::network::policy::NodeNetwork;
 use crate::pod::{self, step, Action, ContainerState, Event, Phase, PodState, Slot, Termination};
 use crate::runtime::logs::{LogFile, Stream};
+use crate::runtime::probe;
 use crate::runtime::{ContainerSpec, Runtime};
 use crate::server::{ContainerStat, LiveLogs, PodRef, PodStats};
+use crate::volume::{PodVolumes, VolumeError};
 use crate::KubeletConfig;
 
 /// What every pod supervisor shares.
@@ -36,6 +39,8 @@ pub(crate) struct Kubelet {
     pub live: LiveLogs,
     pub stats: PodStats,
     pub recorder: Recorder,
+    /// The network plugin: pod addresses, socket policy, Service names.
+    pub network: Arc<NodeNetwork>,
 }
 
 impl Kubelet {
@@ -91,19 +96,28 @@ pub(crate) async fn watch_pods(k: Arc<Kubelet>, shutdown: CancellationToken) {
             }
             Ok(Some(watcher::Event::Delete(p))) => {
                 if let Some(s) = pods.remove(&uid_of(&p)) {
-                    s.pod.send_replace(None);
+                    forget(&k, uid_of(&p), s);
                 }
             }
             Ok(Some(watcher::Event::Init)) => listed.clear(),
             Ok(Some(watcher::Event::InitDone)) => {
                 // A re-list: pods that vanished meanwhile are stopped.
-                pods.retain(|uid, s| {
-                    let keep = listed.contains(uid);
-                    if !keep {
-                        s.pod.send_replace(None);
+                let gone: Vec<String> = pods
+                    .keys()
+                    .filter(|uid| !listed.contains(*uid))
+                    .cloned()
+                    .collect();
+                for uid in gone {
+                    if let Some(s) = pods.remove(&uid) {
+                        forget(&k, uid, s);
                     }
-                    keep
-                });
+                }
+                // Dirs of pods deleted while the kubelet was down.
+                sweep_pod_dirs(&k.config, &listed);
+                // Addresses of pods deleted while the kubelet was down.
+                if let Err(e) = k.network.ipam.retain(|uid| listed.contains(uid)) {
+                    tracing::warn!("releasing pod addresses: {e}");
+                }
             }
             Ok(None) => break,
             Err(e) => tracing::warn!("watching pods: {e}"),
@@ -112,6 +126,45 @@ pub(crate) async fn watch_pods(k: Arc<Kubelet>, shutdown: CancellationToken) {
     for (_, s) in pods.drain() {
         s.pod.send_replace(None);
         let _ = tokio::time::timeout(Duration::from_secs(5), s.task).await;
+    }
+}
+
+/// Stops the supervisor of a pod whose object is gone and, once it has stopped, removes the
+/// pod's directory (logs) as upstream's kubelet does.
+fn forget(k: &Arc<Kubelet>, uid: String, s: Supervised) {
+    s.pod.send_replace(None);
+    let pods_dir = crate::pods_dir(&k.config.data_dir);
+    let network = k.network.clone();
+    tokio::spawn(async move {
+        let _ = s.task.await;
+        remove_pod_dirs(&pods_dir, |dir_uid| dir_uid == uid);
+        if let Err(e) = network.ipam.release(&uid) {
+            tracing::warn!("releasing the address of pod {uid}: {e}");
+        }
+    });
+}
+
+/// Removes the directories under `pods/` of pods that are not in `live` (by uid).
+fn sweep_pod_dirs(config: &KubeletConfig, live: &HashSet<String>) {
+    let pods_dir = crate::pods_dir(&config.data_dir);
+    remove_pod_dirs(&pods_dir, |uid| !live.contains(uid));
+}
+
+/// Removes `pods/<ns>_<name>_<uid>` dirs whose uid `doomed` picks.
+fn remove_pod_dirs(pods_dir: &std::path::Path, doomed: impl Fn(&str) -> bool) {
+    let Ok(entries) = std::fs::read_dir(pods_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(uid) = name.to_str().and_then(|n| n.rsplit('_').next()) else {
+            continue;
+        };
+        if doomed(uid) {
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!("removing {}: {e}", entry.path().display());
+            }
+        }
     }
 }
 
@@ -196,18 +249,76 @@ fn terminated_json(t: &Termination) -> Value {
     }})
 }
 
-fn container_status(c: &pod::Container, def: &Container) -> Value {
+fn container_status(c: &pod::Container, def: &Container, (ready, started): (bool, bool)) -> Value {
     json!({
         "name": c.name,
         "image": def.image.clone().unwrap_or_default(),
         "imageID": c.image_id.clone().unwrap_or_default(),
         "restartCount": c.restart_count,
-        // Without probes a running container is ready (probes need the network plugin).
-        "ready": c.is_running(),
-        "started": c.is_running(),
+        // Without a readiness (or startup) probe a running container is ready.
+        "ready": c.is_running() && ready,
+        "started": c.is_running() && started,
         "state": state_json(&c.state),
         "lastState": c.last_termination.as_ref().map(terminated_json).unwrap_or(json!({})),
     })
+}
+
+/// The network plugin's view of one pod in its status: its address and what the readiness
+/// (and startup) probes of the current container runs say.
+#[derive(Default)]
+struct ProbeStates {
+    pod_ip: Option<std::net::IpAddr>,
+    /// The current run of each started container (probe reports of older runs are dropped).
+    runs: HashMap<Slot, u64>,
+    /// Containers whose readiness probes decide `ready`, with their current verdict.
+    gated: HashMap<Slot, bool>,
+    /// Containers whose startup probe has not passed yet.
+    unstarted: HashSet<Slot>,
+}
+
+impl ProbeStates {
+    /// Whether the probes let container `slot` be ready (true without probes).
+    fn ready(&self, slot: Slot) -> bool {
+        self.gated.get(&slot).copied().unwrap_or(true)
+    }
+
+    /// Whether container `slot` has started (its startup probe, if any, passed).
+    fn started(&self, slot: Slot) -> bool {
+        !self.unstarted.contains(&slot)
+    }
+
+    /// A new run of `slot` starts: its readiness starts false when probes decide it.
+    fn start(&mut self, slot: Slot, def: &Container) -> u64 {
+        let run = self.runs.entry(slot).or_default();
+        *run += 1;
+        if def.startup_probe.is_some() {
+            self.unstarted.insert(slot);
+        } else {
+            self.unstarted.remove(&slot);
+        }
+        if def.readiness_probe.is_some() || def.startup_probe.is_some() {
+            self.gated.insert(slot, false);
+        } else {
+            self.gated.remove(&slot);
+        }
+        *run
+    }
+}
+
+/// What a container run's probes report to its pod's supervisor.
+pub(crate) struct ProbeReport {
+    slot: Slot,
+    run: u64,
+    report: probe::Report,
+}
+
+/// How a container run is tied to its pod's supervisor beyond start/exit events.
+pub(crate) struct RunLink {
+    /// Cancelled when the pod is being deleted (an HTTP container drains).
+    drain: CancellationToken,
+    /// This run's number (see [`ProbeStates`]).
+    run: u64,
+    probes: mpsc::UnboundedSender<ProbeReport>,
 }
 
 /// The pod status for the current state.
@@ -218,11 +329,13 @@ fn status_json(
     spec_main: &[Container],
     start_time: &str,
     conditions: &mut Conditions,
+    probes: &ProbeStates,
 ) -> Value {
     let now = ts(Timestamp::now());
     let phase = state.phase();
     let running = !matches!(phase, Phase::Succeeded | Phase::Failed);
-    let ready = state.containers_ready() && running;
+    let probed_ready = (0..state.main.len()).all(|i| probes.ready(Slot::Main(i)));
+    let ready = state.containers_ready() && running && probed_ready;
     let host_ip = k.config.address.to_string();
     let mut status = json!({
         "phase": phase.as_str(),
@@ -236,18 +349,31 @@ fn status_json(
             conditions.set("Ready", ready, &now),
         ],
         "containerStatuses": state.main.iter().zip(spec_main)
-            .map(|(c, d)| container_status(c, d)).collect::<Vec<_>>(),
+            .enumerate()
+            .map(|(i, (c, d))| {
+                let slot = Slot::Main(i);
+                container_status(c, d, (probes.ready(slot), probes.started(slot)))
+            })
+            .collect::<Vec<_>>(),
     });
+    if let Some(ip) = probes.pod_ip {
+        status["podIP"] = json!(ip.to_string());
+        status["podIPs"] = json!([{"ip": ip.to_string()}]);
+    }
     if state.deadline_exceeded {
         status["reason"] = json!("DeadlineExceeded");
         status["message"] = json!("Pod was active on the node longer than the specified deadline");
+    }
+    if let Some((reason, message)) = &state.failure {
+        status["reason"] = json!(reason);
+        status["message"] = json!(message);
     }
     if !spec_init.is_empty() {
         status["initContainerStatuses"] = json!(state
             .init
             .iter()
             .zip(spec_init)
-            .map(|(c, d)| container_status(c, d))
+            .map(|(c, d)| container_status(c, d, (true, true)))
             .collect::<Vec<_>>());
     }
     status
@@ -290,6 +416,10 @@ async fn supervise(k: Arc<Kubelet>, mut updates: watch::Receiver<Option<Pod>>) {
         .is_some_and(|p| p == "Succeeded" || p == "Failed");
     if finished_phase {
         // Already ran to its end (before a kubelet restart): nothing to run again.
+        let dir = crate::volume::pod_volumes_dir(&k.config.data_dir, &uid);
+        if let Err(e) = crate::volume::tear_down_dir(&dir) {
+            tracing::warn!(pod = %format!("{ns}/{name}"), "removing volumes: {e}");
+        }
         return;
     }
     let spec = first.spec.clone().unwrap_or_default();
@@ -322,9 +452,36 @@ async fn supervise(k: Arc<Kubelet>, mut updates: watch::Receiver<Option<Pod>>) {
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
     let mut stops: HashMap<Slot, CancellationToken> = HashMap::new();
     let mut conditions = Conditions::default();
+    // The pod's address: the one it had (kept across kubelet restarts), else a free one.
+    let mut probe_states = ProbeStates::default();
+    let preferred = first
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_deref())
+        .and_then(|ip| ip.parse().ok());
+    if host_network(&first) {
+        probe_states.pod_ip = Some(k.config.address);
+    } else {
+        match k.network.ipam.allocate(&uid, preferred) {
+            Ok(ip) => probe_states.pod_ip = Some(std::net::IpAddr::V4(ip)),
+            Err(e) => {
+                let note = format!("Failed to create pod sandbox: assigning a pod address: {e}");
+                k.event(&first, true, "FailedCreatePodSandBox", "Creating", note);
+            }
+        }
+    }
+    let (probe_tx, mut probe_rx) = mpsc::unbounded_channel::<ProbeReport>();
+    let mut drains: HashMap<Slot, CancellationToken> = HashMap::new();
     let mut published: Option<Value> = None;
     let mut kill_at: Option<tokio::time::Instant> = None;
     let mut republish_at: Option<tokio::time::Instant> = None;
+    let volumes = Arc::new(PodVolumes::new(k.client.clone(), k.config.clone(), &first));
+    let volume_sync = tokio::spawn(sync_volumes(
+        k.clone(),
+        volumes.clone(),
+        updates.clone(),
+        events_tx.clone(),
+    ));
     let mut pod = Arc::new(first);
     let mut gone = false;
     let initial = if pod.metadata.deletion_timestamp.is_some() {
@@ -346,17 +503,27 @@ async fn supervise(k: Arc<Kubelet>, mut updates: watch::Receiver<Option<Pod>>) {
                     };
                     let stop = CancellationToken::new();
                     stops.insert(slot, stop.clone());
+                    let link = RunLink {
+                        drain: CancellationToken::new(),
+                        run: probe_states.start(slot, def),
+                        probes: probe_tx.clone(),
+                    };
+                    drains.insert(slot, link.drain.clone());
                     tokio::spawn(run_container(
                         k.clone(),
                         pod.clone(),
+                        volumes.clone(),
                         slot,
                         def.clone(),
                         c.restart_count,
                         events_tx.clone(),
                         stop,
+                        link,
                     ));
                 }
                 Action::StopAll => {
+                    // HTTP containers stop accepting and finish in-flight requests.
+                    drains.values().for_each(CancellationToken::cancel);
                     for c in state
                         .init
                         .iter()
@@ -366,8 +533,9 @@ async fn supervise(k: Arc<Kubelet>, mut updates: watch::Receiver<Option<Pod>>) {
                         let note = format!("Stopping container {}", c.name);
                         k.event(&pod, false, "Killing", "Killing", note);
                     }
-                    // Wasm guests get no signal: they have the grace period to finish on their
-                    // own, then epoch interruption stops them.
+                    // Command guests stop at once on the drain signal (see `Runtime::run`);
+                    // HTTP containers get the grace period for their in-flight requests, then
+                    // epoch interruption stops whatever still runs.
                     let grace = pod
                         .metadata
                         .deletion_grace_period_seconds
@@ -376,7 +544,8 @@ async fn supervise(k: Arc<Kubelet>, mut updates: watch::Receiver<Option<Pod>>) {
                         .max(0);
                     let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
                     kill_at = Some(tokio::time::Instant::now() + grace);
-                    if grace.is_zero() || gone {
+                    // An eviction stops at once, as upstream's local-storage eviction does.
+                    if grace.is_zero() || gone || state.failure.is_some() {
                         stops.values().for_each(CancellationToken::cancel);
                     }
                 }
@@ -399,6 +568,7 @@ async fn supervise(k: Arc<Kubelet>, mut updates: watch::Receiver<Option<Pod>>) {
                 &main_defs,
                 &start_time,
                 &mut conditions,
+                &probe_states,
             );
             if published.as_ref() != Some(&status) {
                 let patch = json!({"status": status});
@@ -419,6 +589,19 @@ async fn supervise(k: Arc<Kubelet>, mut updates: watch::Receiver<Option<Pod>>) {
             }
         }
         if state.finished() {
+            // A pod that ran to its end frees its address. A gone pod's is freed by `forget`
+            // once this task ends; on a kubelet shutdown it is kept for the restart.
+            if !gone {
+                if let Err(e) = k.network.ipam.release(&uid) {
+                    tracing::warn!(pod = %format!("{ns}/{name}"), "releasing the pod address: {e}");
+                }
+            }
+            volume_sync.abort();
+            // Pod-owned volumes (emptyDir, projections) go with the pod, before the object (as
+            // upstream: a pod is deleted once its resources are reclaimed); PVC data stays.
+            if let Err(e) = volumes.tear_down() {
+                tracing::warn!(pod = %format!("{ns}/{name}"), "removing volumes: {e}");
+            }
             if state.stage == pod::Stage::Terminated && !gone {
                 // Containers are stopped: the object can go (upstream's final delete).
                 let params = DeleteParams {
@@ -483,6 +666,35 @@ async fn supervise(k: Arc<Kubelet>, mut updates: watch::Receiver<Option<Pod>>) {
                 k.event(&pod, true, "DeadlineExceeded", "Killing", note.into());
                 actions = step(&mut state, Event::DeadlineExceeded, Timestamp::now());
             }
+            Some(r) = probe_rx.recv() => {
+                if probe_states.runs.get(&r.slot) == Some(&r.run) {
+                    let cname = state.container(r.slot).map(|c| c.name.clone()).unwrap_or_default();
+                    match r.report {
+                        probe::Report::Started => {
+                            probe_states.unstarted.remove(&r.slot);
+                        }
+                        probe::Report::Ready(ready) => {
+                            if let Some(v) = probe_states.gated.get_mut(&r.slot) {
+                                *v = ready;
+                            }
+                        }
+                        probe::Report::Unhealthy { kind, output } => {
+                            let note = format!("{} probe failed: {output}", kind.as_str());
+                            k.event(&pod, true, "Unhealthy", "Probing", note);
+                        }
+                        probe::Report::Restart { kind } => {
+                            let note = format!(
+                                "Container {cname} failed {} probe, will be restarted",
+                                kind.as_str().to_lowercase()
+                            );
+                            k.event(&pod, false, "Killing", "Killing", note);
+                            if let Some(stop) = stops.get(&r.slot) {
+                                stop.cancel();
+                            }
+                        }
+                    }
+                }
+            }
             () = sleep_until(republish_at), if republish_at.is_some() => {
                 republish_at = None;
             }
@@ -501,15 +713,75 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
+/// Re-projects a pod's configMap/secret/downwardAPI volumes every `volume_sync_interval` and
+/// evicts the pod when an emptyDir exceeds its `sizeLimit`.
+async fn sync_volumes(
+    k: Arc<Kubelet>,
+    volumes: Arc<PodVolumes>,
+    updates: watch::Receiver<Option<Pod>>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let mut tick = tokio::time::interval(k.config.volume_sync_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(pod) = updates.borrow().clone() else {
+            return;
+        };
+        volumes.refresh(&pod).await;
+        if let Some(message) = volumes.over_limit().await {
+            k.event(&pod, true, "Evicted", "Evicting", message.clone());
+            let _ = events.send(Event::Fail {
+                reason: "Evicted".into(),
+                message,
+            });
+            return;
+        }
+    }
+}
+
+/// Reports a volume that could not be set up: a `FailedMount` warning, then the container waits
+/// in `ContainerCreating` (retried), or, for a refusal, the pod fails with `VolumeRefused`.
+fn mount_failed(
+    k: &Kubelet,
+    pod: &Pod,
+    slot: Slot,
+    events: &mpsc::UnboundedSender<Event>,
+    e: VolumeError,
+) {
+    let message = e.to_string();
+    k.event(pod, true, "FailedMount", "Mounting", message.clone());
+    if e.is_refusal() {
+        let _ = events.send(Event::Fail {
+            reason: "VolumeRefused".into(),
+            message: message.clone(),
+        });
+    }
+    let reason = if e.is_refusal() {
+        "CreateContainerConfigError"
+    } else {
+        "ContainerCreating"
+    };
+    let _ = events.send(Event::StartFailed {
+        slot,
+        reason: reason.into(),
+        message,
+    });
+}
+
 /// Pulls, creates and runs one container, reporting Started/StartFailed and Exited.
+#[allow(clippy::too_many_arguments)]
 async fn run_container(
     k: Arc<Kubelet>,
     pod: Arc<Pod>,
+    volumes: Arc<PodVolumes>,
     slot: Slot,
     def: Container,
     restart: u32,
     events: mpsc::UnboundedSender<Event>,
     stop: CancellationToken,
+    link: RunLink,
 ) {
     let fail = |reason: &str, message: String| {
         let _ = events.send(Event::StartFailed {
@@ -518,6 +790,10 @@ async fn run_container(
             message,
         });
     };
+    // Volumes first, as upstream: a pod whose volumes are not ready pulls nothing.
+    if let Err(e) = volumes.set_up(&pod).await {
+        return mount_failed(&k, &pod, slot, &events, e);
+    }
     let Some(image) = def.image.as_deref().filter(|i| !i.is_empty()) else {
         return fail("InvalidImageName", "container has no image".into());
     };
@@ -571,8 +847,13 @@ async fn run_container(
             return fail("CreateContainerConfigError", message);
         }
     };
+    let preopens = match volumes.preopens(&def, &env).await {
+        Ok(p) => p,
+        Err(e) => return mount_failed(&k, &pod, slot, &events, e),
+    };
     let spec = ContainerSpec {
         argv: argv(&def, &env),
+        preopens,
         env,
         memory_limit: limit_bytes(&def, "memory"),
         cpu_millis: def
@@ -582,7 +863,17 @@ async fn run_container(
             .and_then(|l| l.get("cpu"))
             .and_then(|q| millicores(&q.0)),
         usage: Default::default(),
+        network: None,
+        listen: Vec::new(),
+        drain: link.drain.clone(),
     };
+    let Some(pod_ip) = pod_ip(&k, &pod) else {
+        return fail(
+            "CreateContainerError",
+            "the pod has no address (see the FailedCreatePodSandBox event)".into(),
+        );
+    };
+    let (spec, probes) = network_grants(&k, &pod, &def, pod_ip, spec);
     let pod_ref = PodRef {
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
         name: pod.metadata.name.clone().unwrap_or_default(),
@@ -621,7 +912,18 @@ async fn run_container(
         usage: spec.usage.clone(),
     };
     k.stats.insert(pod_ref.clone(), &def.name, stat);
+    let probing = stop.child_token();
+    {
+        let RunLink {
+            run, probes: tx, ..
+        } = link;
+        let report = move |report| {
+            let _ = tx.send(ProbeReport { slot, run, report });
+        };
+        tokio::spawn(probes.run(pod_ip, report, probing.clone()));
+    }
     let exit = k.runtime.run(&program, &spec, &log, &stop).await;
+    probing.cancel();
     k.stats.remove(&pod_ref, &def.name);
     if let Some(message) = &exit.message {
         log.note(Stream::Stderr, message);
@@ -637,6 +939,64 @@ async fn run_container(
             finished_at: Timestamp::now(),
         },
     });
+}
+
+fn host_network(pod: &Pod) -> bool {
+    pod.spec.as_ref().and_then(|s| s.host_network) == Some(true)
+}
+
+/// The pod's address: the node's for `hostNetwork` pods, else the one IPAM gave it.
+fn pod_ip(k: &Kubelet, pod: &Pod) -> Option<std::net::IpAddr> {
+    if host_network(pod) {
+        return Some(k.config.address);
+    }
+    k.network
+        .ipam
+        .get(pod.metadata.uid.as_deref().unwrap_or_default())
+        .map(std::net::IpAddr::V4)
+}
+
+/// The network part of a container's sandbox: its socket policy and Service names, where an
+/// HTTP component is served (podIP:containerPort, TCP), and its probes (a probe that cannot
+/// run is reported as an `Unhealthy` event and left out).
+fn network_grants(
+    k: &Kubelet,
+    pod: &Pod,
+    def: &Container,
+    pod_ip: std::net::IpAddr,
+    mut spec: ContainerSpec,
+) -> (ContainerSpec, probe::Probes) {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let name = pod.metadata.name.as_deref().unwrap_or("");
+    spec.network = Some(Arc::new(k.network.pod(ns, name, pod_ip)));
+    spec.listen = def
+        .ports
+        .iter()
+        .flatten()
+        .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+        .filter_map(|p| u16::try_from(p.container_port).ok())
+        .map(|port| std::net::SocketAddr::new(pod_ip, port))
+        .collect();
+    let mut probes = probe::Probes::default();
+    for (kind, p) in [
+        (probe::Kind::Startup, &def.startup_probe),
+        (probe::Kind::Readiness, &def.readiness_probe),
+        (probe::Kind::Liveness, &def.liveness_probe),
+    ] {
+        let Some(p) = p else { continue };
+        match probe::Probe::from_spec(kind, p, def) {
+            Ok(p) => match kind {
+                probe::Kind::Startup => probes.startup = Some(p),
+                probe::Kind::Readiness => probes.readiness = Some(p),
+                probe::Kind::Liveness => probes.liveness = Some(p),
+            },
+            Err(why) => {
+                let note = format!("{} probe errored: {why}", kind.as_str());
+                k.event(pod, true, "Unhealthy", "Probing", note);
+            }
+        }
+    }
+    (spec, probes)
 }
 
 /// Credentials for `image` from the pod's `imagePullSecrets` (anonymous when none match).
@@ -680,7 +1040,7 @@ fn argv(def: &Container, env: &[(String, String)]) -> Vec<String> {
 }
 
 /// Kubernetes `$(VAR)` expansion (`$$` escapes; unknown references stay as written).
-fn expand(s: &str, env: &[(String, String)]) -> String {
+pub(crate) fn expand(s: &str, env: &[(String, String)]) -> String {
     let mut out = String::new();
     let mut rest = s;
     while let Some(i) = rest.find('$') {
@@ -887,8 +1247,7 @@ fn field_value(k: &Kubelet, pod: &Pod, path: &str) -> Option<String> {
             .and_then(|s| s.service_account_name.clone())
             .unwrap_or_default(),
         "status.hostIP" | "status.hostIPs" => k.config.address.to_string(),
-        // Until the network plugin assigns pod IPs, pods share the node's address.
-        "status.podIP" | "status.podIPs" => k.config.address.to_string(),
+        "status.podIP" | "status.podIPs" => pod_ip(k, pod)?.to_string(),
         p if p.starts_with("metadata.labels['") => {
             let key = bracket(p, "metadata.labels['")?;
             meta.labels.as_ref()?.get(&key).cloned().unwrap_or_default()

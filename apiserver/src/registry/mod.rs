@@ -21,7 +21,7 @@ mod meta;
 mod other;
 mod pod;
 mod quantity;
-mod service;
+pub(crate) mod service;
 
 /// Upstream's defaulting (SetDefaults_*), applied on create and update, before validation.
 pub fn apply_defaults(def: &ResourceDef, obj: &mut Value) {

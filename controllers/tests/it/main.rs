@@ -10,5 +10,7 @@ mod gc;
 mod hpa;
 mod job;
 mod leader;
+mod nodeipam;
 mod nodelifecycle;
 mod replicaset;
+mod volumes;

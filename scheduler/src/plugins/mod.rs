@@ -16,6 +16,7 @@ pub mod node_resources_fit;
 pub mod node_unschedulable;
 pub mod pod_topology_spread;
 pub mod taint_toleration;
+pub mod volume_binding;
 
 /// Upstream's default multiPoint plugins in order, with score weights.
 pub const DEFAULT_PLUGINS: &[(&str, Option<i64>)] = &[
@@ -25,6 +26,7 @@ pub const DEFAULT_PLUGINS: &[(&str, Option<i64>)] = &[
     (node_affinity::NAME, Some(2)),
     (node_ports::NAME, None),
     (node_resources_fit::NAME, Some(1)),
+    (volume_binding::NAME, None),
     (pod_topology_spread::NAME, Some(2)),
     (inter_pod_affinity::NAME, Some(2)),
     (balanced_allocation::NAME, Some(1)),
@@ -46,6 +48,7 @@ pub fn registry() -> Registry {
         (inter_pod_affinity::NAME, inter_pod_affinity::new),
         (balanced_allocation::NAME, balanced_allocation::new),
         (image_locality::NAME, image_locality::new),
+        (volume_binding::NAME, volume_binding::new),
         (default_binder::NAME, default_binder::new),
     ];
     for (name, f) in entries {

@@ -3,6 +3,7 @@
 
 mod ha;
 mod placement;
+mod volumes;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

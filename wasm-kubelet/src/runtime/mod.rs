@@ -1,13 +1,18 @@
 //! The wasmtime runtime: one [`Engine`] per kubelet with epoch interruption, compiled code
 //! cached on disk by digest + engine settings (a cached start never compiles), and one `Store`
 //! per container run. WASI p1 core modules and p2 command components are told apart by their
-//! header bytes.
+//! header bytes; a component exporting `wasi:http/incoming-handler` is served instead
+//! ([`http`]: one instance per request, pooling allocator).
 
+pub mod http;
 pub mod logs;
+pub mod probe;
 pub mod sandbox;
+pub mod sockets;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,6 +24,11 @@ use wasmtime::{Config, Engine, InstancePre, Linker, Module, Store, Trap, UpdateD
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::network::http::OutgoingHooks;
+use crate::network::policy::PodNetwork;
 
 use logs::LogFile;
 use sandbox::MemoryLimiter;
@@ -88,6 +98,16 @@ pub struct ContainerSpec {
     pub cpu_millis: Option<u64>,
     /// Where the run reports what it uses (shared with `/stats/summary`).
     pub usage: Arc<sandbox::Usage>,
+    /// The container's volumeMounts as preopened directories.
+    pub preopens: Vec<sandbox::Preopen>,
+    /// The pod's network (address, socket policy, Service names); `None`: no sockets and no
+    /// outgoing HTTP.
+    pub network: Option<Arc<PodNetwork>>,
+    /// Where a `wasi:http/incoming-handler` component is served (podIP:containerPort).
+    pub listen: Vec<SocketAddr>,
+    /// Cancelled when the pod is being deleted: an HTTP container stops accepting and lets
+    /// in-flight requests finish (`stop` of [`Runtime::run`] ends everything at once).
+    pub drain: CancellationToken,
 }
 
 /// How a run ended.
@@ -104,6 +124,8 @@ pub struct Exit {
 pub enum Program {
     Module(InstancePre<P1State>),
     Component(CommandPre<P2State>),
+    /// A `wasi:http/incoming-handler` component: served, one instance per request.
+    Http(ProxyPre<P2State>),
 }
 
 /// Store data of a p1 module.
@@ -117,6 +139,32 @@ pub struct P2State {
     ctx: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
+    http: WasiHttpCtx,
+    hooks: OutgoingHooks,
+    network: Option<Arc<PodNetwork>>,
+}
+
+impl P2State {
+    fn new(spec: &ContainerSpec, log: &LogFile, limiter: MemoryLimiter) -> Self {
+        Self {
+            ctx: sandbox::grants(spec, log).build(),
+            table: ResourceTable::new(),
+            limiter,
+            http: WasiHttpCtx::new(),
+            hooks: OutgoingHooks::new(spec.network.clone(), Some(log.clone())),
+            network: spec.network.clone(),
+        }
+    }
+}
+
+impl WasiHttpView for P2State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
 }
 
 impl WasiView for P2State {
@@ -152,12 +200,19 @@ pub struct Runtime {
 
 impl Runtime {
     /// Builds the engine and linkers, and starts the epoch ticker; compiled code is cached in
-    /// `cache_dir`.
+    /// `cache_dir`. The instance pool has [`POOL_SLOTS`] slots.
     pub fn new(cache_dir: &Path) -> Result<Self, RuntimeError> {
+        Self::with_pool_slots(cache_dir, POOL_SLOTS)
+    }
+
+    /// As [`Runtime::new`], with `slots` instance slots in the pool (concurrently running
+    /// command containers plus in-flight HTTP requests).
+    pub fn with_pool_slots(cache_dir: &Path, slots: u32) -> Result<Self, RuntimeError> {
         std::fs::create_dir_all(cache_dir).map_err(io_err(cache_dir))?;
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
+        config.allocation_strategy(pooling(slots.max(1)));
         let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let mut p1 = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut p1, |s: &mut P1State| &mut s.wasi)
@@ -165,6 +220,11 @@ impl Runtime {
         let mut p2 = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut p2)
             .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        // Outgoing wasi-http for commands and handlers alike (routed by `OutgoingHooks`).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut p2)
+            .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        // Service names for wasi-sockets guests (and no host DNS); 0.0.0.0 binds the pod IP.
+        sockets::shadow(&mut p2).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_key = format!("{:016x}", hasher.finish());
@@ -263,6 +323,9 @@ impl Runtime {
                     }
                 };
                 let pre = self.inner.p2.instantiate_pre(&component).map_err(link)?;
+                if serves_http(engine, &component) {
+                    return Ok(Program::Http(ProxyPre::new(pre).map_err(link)?));
+                }
                 let pre = CommandPre::new(pre).map_err(link)?;
                 Ok(Program::Component(pre))
             }
@@ -297,16 +360,16 @@ impl Runtime {
                     tokio::select! {
                         r = run => Some(r.map(|()| 0)),
                         () = stop.cancelled() => None,
+                        // WASI has no signals, so a command guest cannot learn it should end:
+                        // like a process without a SIGTERM handler, it ends at once.
+                        () = spec.drain.cancelled() => None,
                     }
                 };
-                classify(outcome, store.data().limiter.refused)
+                terminated(classify(outcome, store.data().limiter.refused), spec, stop)
             }
             Program::Component(pre) => {
-                let state = P2State {
-                    ctx: grants().build(),
-                    table: ResourceTable::new(),
-                    limiter: MemoryLimiter::new(spec.memory_limit, spec.usage.clone()),
-                };
+                let limiter = MemoryLimiter::new(spec.memory_limit, spec.usage.clone());
+                let state = P2State::new(spec, log, limiter);
                 let mut store = Store::new(engine, state);
                 store.limiter(|s| &mut s.limiter);
                 yield_every_tick(&mut store, spec.cpu_millis);
@@ -319,14 +382,37 @@ impl Runtime {
                     tokio::select! {
                         r = run => Some(r),
                         () = stop.cancelled() => None,
+                        // WASI has no signals, so a command guest cannot learn it should end:
+                        // like a process without a SIGTERM handler, it ends at once.
+                        () = spec.drain.cancelled() => None,
                     }
                 };
-                classify(outcome, store.data().limiter.refused)
+                terminated(classify(outcome, store.data().limiter.refused), spec, stop)
             }
+            Program::Http(pre) => http::serve(pre, spec, log, stop).await,
         };
         log.finish();
         exit
     }
+}
+
+/// Default instance slots of the pooling allocator: every running command container holds one,
+/// every in-flight HTTP request one; an idle HTTP pod none. The kubelet sizes its pool at two
+/// slots per pod of `maxPods` (2000 for the default 1000 pods).
+pub const POOL_SLOTS: u32 = 2000;
+
+/// The pooling allocator: instances, memories and stacks come from pre-reserved slots (fast
+/// per-request instantiation). Each slot reserves 4 GiB of address space (no memory), so
+/// 2000 slots take 8 TiB of the 128 TiB a process has.
+fn pooling(slots: u32) -> wasmtime::InstanceAllocationStrategy {
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    pool.total_component_instances(slots)
+        .total_memories(slots)
+        .total_stacks(slots)
+        // A Rust component has its main core instance plus a few small shims (with tables).
+        .total_core_instances(slots.saturating_mul(4))
+        .total_tables(slots.saturating_mul(4));
+    wasmtime::InstanceAllocationStrategy::Pooling(pool)
 }
 
 /// A guest yields to the async runtime at every epoch tick: a busy loop neither starves other
@@ -354,10 +440,39 @@ fn yield_every_tick<T>(store: &mut Store<T>, cpu_millis: Option<u64>) {
     }
 }
 
+/// Whether `component` is served: it exports `wasi:http/incoming-handler` and no
+/// `wasi:cli/run` (a command that also handles requests runs as a command).
+fn serves_http(engine: &Engine, component: &Component) -> bool {
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let has = |prefix: &str| exports.iter().any(|n| n.starts_with(prefix));
+    has("wasi:http/incoming-handler@") && !has("wasi:cli/run@")
+}
+
 fn write_cache(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// Exit code of a container ended because its pod is deleted (128 + SIGTERM, as upstream).
+pub const EXIT_TERMINATED: i32 = 143;
+
+/// A command guest stopped by the pod's deletion (not by the grace period's end) reports what
+/// a SIGTERM-ed process does.
+fn terminated(exit: Exit, spec: &ContainerSpec, stop: &CancellationToken) -> Exit {
+    let killed = exit.exit_code == EXIT_KILLED && exit.reason == "Error";
+    if killed && spec.drain.is_cancelled() && !stop.is_cancelled() {
+        return Exit {
+            exit_code: EXIT_TERMINATED,
+            reason: "Error",
+            message: Some("terminated: the pod is being deleted".into()),
+        };
+    }
+    exit
 }
 
 /// Maps a run's outcome (`None`: stopped by the kubelet) to an exit code and reason.

@@ -1,13 +1,15 @@
 //! What a container's guest is given. A guest sees nothing of the host it was not granted here.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use wasmtime::ResourceLimiter;
-use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use super::logs::{LogFile, Stream};
 use super::ContainerSpec;
+use crate::network::policy::Use;
 
 /// Table elements a guest may grow to: generous for real programs, bounded for bombs.
 const MAX_TABLE_ELEMENTS: usize = 10_000_000;
@@ -23,12 +25,55 @@ pub fn grants(spec: &ContainerSpec, log: &LogFile) -> WasiCtxBuilder {
         // stdout/stderr: the container's log file, timestamped per line. stdin stays empty.
         .stdout(log.stream(Stream::Stdout))
         .stderr(log.stream(Stream::Stderr))
-        // sockets: none until the network plugin grants the pod an address and a policy.
+        // sockets: none unless the network plugin grants the pod an address and a policy.
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
-    // files: no preopened directories until the volume plugin grants mounts.
+    // sockets (p2 only: p1 has no socket creation): bind only the pod's address, connect only
+    // to cluster addresses (network::policy); a denial is logged and the guest sees
+    // access-denied.
+    if let Some(net) = &spec.network {
+        let (net, log) = (net.clone(), log.clone());
+        wasi.allow_tcp(true)
+            .allow_udp(true)
+            // Names resolve through runtime::names (cluster names only, never host DNS).
+            .allow_ip_name_lookup(true)
+            .socket_addr_check(move |addr, use_| {
+                let allowed = match net.check(addr, Use::of(use_)) {
+                    Ok(()) => true,
+                    Err(denied) => {
+                        log.note(Stream::Stderr, &format!("kubelet: socket {denied}"));
+                        false
+                    }
+                };
+                Box::pin(async move { allowed })
+            });
+    }
+    // files: exactly the pod's volumeMounts, each a directory at its mountPath.
+    for p in &spec.preopens {
+        let perms = if p.read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        // The volume plugin checked each directory just before the start; one that vanished
+        // since is left out (the guest then sees no such path) rather than failing the run.
+        if let Err(e) = wasi.preopened_dir(&p.host, &p.guest, perms) {
+            tracing::warn!(host = %p.host.display(), guest = %p.guest, "preopen: {e:#}");
+        }
+    }
     wasi
+}
+
+/// A host directory a guest sees at `guest` (a pod volumeMount).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preopen {
+    /// The directory on the host (already resolved and checked to be inside its volume).
+    pub host: PathBuf,
+    /// The guest path (`mountPath`).
+    pub guest: String,
+    /// Read-only directory and file permissions.
+    pub read_only: bool,
 }
 
 /// `resources.limits.memory` for one store; remembers whether it refused a grow, which is how

@@ -5,5 +5,7 @@ mod cluster;
 mod guests;
 mod kubelet;
 mod logs;
+mod network;
 mod registry;
 mod runtime;
+mod volumes;
