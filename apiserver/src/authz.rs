@@ -65,6 +65,23 @@ pub async fn authorize(
     }
 }
 
+/// `create tokenreviews`: the cluster admin and nodes may (upstream's `system:node` role grants
+/// it for kubelets' webhook authentication); anyone else gets 403.
+pub fn authorize_token_review(user: &User) -> Result<(), ApiError> {
+    if user.groups.iter().any(|g| g == MASTERS || g == NODES) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        format!(
+            "tokenreviews.authentication.k8s.io is forbidden: User \"{}\" cannot create resource \"tokenreviews\" in API group \"authentication.k8s.io\" at the cluster scope: no permissions are granted to this user",
+            user.name
+        ),
+    )
+    .with_details(serde_json::json!({"group": "authentication.k8s.io", "kind": "tokenreviews"})))
+}
+
 fn forbidden(user: &User, verb: &str, target: &Target, why: &str) -> ApiError {
     let def = target.def;
     let resource = match &target.subresource {

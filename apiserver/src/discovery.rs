@@ -50,6 +50,10 @@ pub fn api_group_list() -> Value {
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, versions)| group_json(g, &versions))
         .collect();
+    out.push(group_json(
+        crate::tokenreview::GROUP,
+        &[crate::tokenreview::VERSION],
+    ));
     out.push(group_json(METRICS_GROUP, &["v1beta1"]));
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": out})
 }
@@ -74,6 +78,12 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         return Some(
             json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
             "resources": [r("nodes", "NodeMetrics", false), r("pods", "PodMetrics", true)]}),
+        );
+    }
+    if group == crate::tokenreview::GROUP && version == crate::tokenreview::VERSION {
+        return Some(
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
+            "resources": [crate::tokenreview::discovery_resource()]}),
         );
     }
     let defs: Vec<&ResourceDef> = RESOURCES

@@ -25,6 +25,7 @@ pub mod strategy;
 pub mod subresource;
 pub mod tables;
 pub mod tls;
+pub mod tokenreview;
 pub mod watch;
 
 use std::path::Path;
@@ -45,6 +46,9 @@ pub struct ApiServer {
     pub namespaces: Arc<namespaces::NamespaceCache>,
     /// ClusterIP and NodePort allocation for Services.
     pub services: allocator::ServiceAllocator,
+    /// The bearer token the apiserver presents to kubelets (kubeadm's
+    /// `apiserver-kubelet-client` identity); unset, requests to kubelets carry no credential.
+    pub kubelet_client_token: std::sync::OnceLock<String>,
 }
 
 impl ApiServer {
@@ -84,6 +88,7 @@ impl ApiServer {
             shutdown,
             namespaces: cache,
             services,
+            kubelet_client_token: std::sync::OnceLock::new(),
         }))
     }
 }

@@ -112,19 +112,24 @@ pub async fn pod_log(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     } else {
         format!("{address}:{port}")
     };
-    proxy(&host, &path).await
+    let token = ctx.server.kubelet_client_token.get().map(String::as_str);
+    proxy(&host, &path, token).await
 }
 
-/// One HTTP/1.0 GET to the kubelet: the body streams until the kubelet closes the connection
-/// (no chunked encoding to undo).
-async fn proxy(host: &str, path: &str) -> Result<Response, ApiError> {
+/// One HTTP/1.0 GET to the kubelet, presenting `token` (the apiserver's kubelet-client
+/// credential) when set: the body streams until the kubelet closes the connection (no chunked
+/// encoding to undo).
+async fn proxy(host: &str, path: &str, token: Option<&str>) -> Result<Response, ApiError> {
     let unavailable =
         |e: std::io::Error| ApiError::internal(format!("Get \"http://{host}{path}\": {e}"));
     let mut stream = tokio::net::TcpStream::connect(host)
         .await
         .map_err(unavailable)?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n{auth}\r\n").as_bytes())
         .await
         .map_err(unavailable)?;
     let mut reader = BufReader::new(stream);
@@ -148,7 +153,17 @@ async fn proxy(host: &str, path: &str) -> Result<Response, ApiError> {
     if code != 200 {
         let mut body = String::new();
         let _ = reader.take(64 << 10).read_to_string(&mut body).await;
-        return Err(ApiError::bad_request(body.trim().to_string()));
+        // A kubelet refusing the apiserver's credential answers a `Status`: pass its message.
+        let message = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|s| s.get("message")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| body.trim().to_string());
+        if code == 401 || code == 403 {
+            return Err(ApiError::bad_request(format!(
+                "the kubelet at {host} refused the apiserver's credential: {message}"
+            )));
+        }
+        return Err(ApiError::bad_request(message));
     }
     let chunks = futures::stream::unfold(reader, |mut reader| async move {
         let mut buf = vec![0u8; 16 << 10];

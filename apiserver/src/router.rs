@@ -155,6 +155,14 @@ async fn dispatch(
     if group == "metrics.k8s.io" {
         return crate::metrics::handle(server, version, rest_path).await;
     }
+    if group == crate::tokenreview::GROUP {
+        let user =
+            user.ok_or_else(|| ApiError::internal("request reached a handler unauthenticated"))?;
+        return crate::tokenreview::handle(
+            server, user, version, rest_path, &method, &headers, &body,
+        )
+        .await;
+    }
     let target = Target::parse(group, version, rest_path)?;
     let params = Params::parse(uri.query())?;
     // Every request passed authentication, which stored who made it.

@@ -271,11 +271,12 @@ async fn binding(ctx: &Ctx<'_>, body: &Bytes) -> Result<Response, ApiError> {
             .await
         {
             Ok(_) => {
+                rest::trace_pod(&pod, "apiserver.bound");
                 return Ok(respond(
                     StatusCode::CREATED,
                     &success(StatusCode::CREATED),
                     &[],
-                ))
+                ));
             }
             Err(StorageError::Conflict { .. }) => continue,
             Err(e) => return Err(ApiError::from_storage(e, "", "pods", &name)),

@@ -119,6 +119,80 @@ fn bookmark(def: &ResourceDef, rv: u64, initial_end: bool) -> Value {
     json!({"kind": def.kind, "apiVersion": def.api_version(), "metadata": meta})
 }
 
+/// The watch line of an event for a watcher without selectors, table output or version
+/// conversion: the stored bytes with `resourceVersion` spliced into their metadata, without
+/// parsing them (most watchers — informers — are such; parsing each event once per watcher
+/// was most of the watch cost). `None` when the bytes do not have the expected shape.
+fn spliced_line(ev: &WatchEvent) -> Option<bytes::Bytes> {
+    let kind = match ev.kind {
+        EventKind::Created => "ADDED",
+        EventKind::Modified => "MODIFIED",
+        EventKind::Deleted => "DELETED",
+    };
+    let value = &ev.kv.value[..];
+    let at = metadata_body(value)?;
+    let rv = ev.revision().to_string();
+    let empty = value.get(at) == Some(&b'}');
+    let mut out = Vec::with_capacity(value.len() + rv.len() + 64);
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"object\":");
+    out.extend_from_slice(&value[..at]);
+    out.extend_from_slice(b"\"resourceVersion\":\"");
+    out.extend_from_slice(rv.as_bytes());
+    out.push(b'"');
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(&value[at..]);
+    out.extend_from_slice(b"}\n");
+    Some(bytes::Bytes::from(out))
+}
+
+/// The offset just after the `{` of the top-level `"metadata"` object of compact JSON (as
+/// `serde_json::to_vec` writes it), found by a scan that skips strings and nested values.
+fn metadata_body(json: &[u8]) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    let mut key_start: Option<usize> = None;
+    let mut expect_key = false;
+    while i < json.len() {
+        match json[i] {
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < json.len() && json[i] != b'"' {
+                    if json[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                if depth == 1 && expect_key {
+                    key_start = Some(start);
+                }
+                let key = key_start.take().map(|k| &json[k..i]);
+                i += 1;
+                if depth == 1 && expect_key {
+                    expect_key = false;
+                    if key == Some(b"metadata".as_slice()) && json.get(i) == Some(&b':') {
+                        return (json.get(i + 1) == Some(&b'{')).then_some(i + 2);
+                    }
+                }
+                continue;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                expect_key = depth == 1 && json[i] == b'{';
+            }
+            b'}' | b']' => depth = depth.checked_sub(1)?,
+            b',' if depth == 1 => expect_key = true,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Turns one storage event into the event this watcher sees, if any: an object that starts to
 /// match the selectors is ADDED, one that stops matching is DELETED, as upstream's cacher does.
 fn translate(
@@ -174,6 +248,13 @@ fn async_stream(
         }
         let mut last = from;
         let mut events = events;
+        // Every event goes out as stored: no selector, no table, no conversion.
+        let storage = def.storage_def();
+        let plain = filter.labels.is_empty()
+            && filter.fields.is_empty()
+            && !table
+            && storage.group == def.group
+            && storage.version == def.version;
         let mut tick = tokio::time::interval(BOOKMARK_EVERY);
         tick.tick().await;
         loop {
@@ -188,10 +269,14 @@ fn async_stream(
                         }
                         Some(Ok(ev)) => {
                             last = ev.revision();
+                            if let Some(line) = plain.then(|| spliced_line(&ev)).flatten() {
+                                line
+                            } else {
                             match translate(&ev, def, &filter) {
                                 Ok(Some((kind, obj))) => line(kind, obj, def, table),
                                 Ok(None) => continue,
                                 Err(e) => line("ERROR", e.status(), def, false),
+                            }
                             }
                         }
                     };
@@ -209,4 +294,54 @@ fn async_stream(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod splice_tests {
+    use super::*;
+    use crate::storage::KeyValue;
+
+    fn event(kind: EventKind, value: &Value) -> WatchEvent {
+        WatchEvent {
+            kind,
+            kv: KeyValue {
+                key: "/pods/default/p".into(),
+                value: bytes::Bytes::from(serde_json::to_vec(value).unwrap()),
+                create_revision: 3,
+                mod_revision: 42,
+            },
+            prev: None,
+        }
+    }
+
+    #[test]
+    fn the_spliced_line_is_the_stored_object_with_its_resource_version() {
+        let objects = [
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"a": "b"}}, "spec": {}}),
+            // An empty metadata, and keys named metadata in strings and nested objects first.
+            json!({"kind": "X", "note": "\"metadata\":{", "spec": {"metadata": {"x": 1}, "l": [{"metadata": {}}]}, "metadata": {}}),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d\\\"}"}, "spec": {"template": {"metadata": {"labels": {"a": "b"}}}}}),
+        ];
+        for obj in objects {
+            for (kind, name) in [
+                (EventKind::Created, "ADDED"),
+                (EventKind::Modified, "MODIFIED"),
+                (EventKind::Deleted, "DELETED"),
+            ] {
+                let line = spliced_line(&event(kind, &obj)).expect("spliced");
+                assert!(line.ends_with(b"\n"));
+                let got: Value = serde_json::from_slice(&line).expect("valid JSON");
+                let mut want = obj.clone();
+                want["metadata"]["resourceVersion"] = json!("42");
+                assert_eq!(got, json!({"type": name, "object": want}));
+            }
+        }
+    }
+
+    #[test]
+    fn objects_without_a_metadata_object_take_the_parsing_path() {
+        for obj in [json!({"kind": "X"}), json!({"metadata": "x"}), json!([1, 2])] {
+            assert!(spliced_line(&event(EventKind::Created, &obj)).is_none());
+        }
+    }
 }

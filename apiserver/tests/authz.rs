@@ -349,3 +349,106 @@ async fn a_node_reads_only_the_secrets_its_pods_use() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+fn review(token: &str) -> Value {
+    json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+        "spec": {"token": token}})
+}
+
+const REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
+
+#[tokio::test]
+async fn token_reviews_name_the_user_of_a_token_for_admins_and_nodes() {
+    let (app, _dir) = cluster().await;
+    // The admin reviews a node's token: the node's user and groups.
+    let (code, body) = call(&app, "admin", "POST", REVIEWS, JSON, Some(review("n1"))).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    assert_eq!(body["kind"], "TokenReview");
+    assert_eq!(body["status"]["authenticated"], true);
+    assert_eq!(body["status"]["user"]["username"], "system:node:n1");
+    assert_eq!(
+        body["status"]["user"]["groups"],
+        json!(["system:nodes", "system:authenticated"])
+    );
+    // A node (a kubelet authenticating a caller) reviews the admin's token.
+    let (code, body) = call(&app, "n2", "POST", REVIEWS, JSON, Some(review("admin"))).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    assert_eq!(body["status"]["user"]["username"], "system:admin");
+    assert_eq!(
+        body["status"]["user"]["groups"],
+        json!(["system:masters", "system:authenticated"])
+    );
+    // A token nobody issued is not authenticated, with the reason.
+    let (code, body) = call(&app, "n2", "POST", REVIEWS, JSON, Some(review("bogus"))).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    assert_eq!(body["status"]["authenticated"], false);
+    assert_eq!(body["status"]["error"], "invalid bearer token");
+    assert!(body["status"]["user"].get("username").is_none());
+    // No token in the review is a bad request, as upstream.
+    let (code, body) = call(&app, "admin", "POST", REVIEWS, JSON, Some(review(""))).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        body["message"],
+        "token is required for TokenReview in authentication.k8s.io"
+    );
+    // Reviews are not stored: create is the only verb.
+    let (code, body) = call(&app, "admin", "GET", REVIEWS, JSON, None).await;
+    assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+    // Without a credential: 401.
+    let req = Request::builder()
+        .method("POST")
+        .uri(REVIEWS)
+        .header("content-type", JSON)
+        .body(Body::from(review("admin").to_string()))
+        .expect("request");
+    let resp = app.clone().oneshot(req).await.expect("response");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // A bad credential: 401 too.
+    let (code, body) = call(&app, "bogus", "POST", REVIEWS, JSON, Some(review("n1"))).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["reason"], "Unauthorized");
+    // Discovery lists the group and its one create-only resource.
+    let (_, groups) = call(&app, "admin", "GET", "/apis", JSON, None).await;
+    assert!(groups["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .any(|g| g["name"] == "authentication.k8s.io"
+            && g["preferredVersion"]["groupVersion"] == "authentication.k8s.io/v1"));
+    let (code, list) = call(
+        &app,
+        "n1",
+        "GET",
+        "/apis/authentication.k8s.io/v1",
+        JSON,
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(list["resources"][0]["name"], "tokenreviews");
+    assert_eq!(list["resources"][0]["verbs"], json!(["create"]));
+}
+
+#[tokio::test]
+async fn token_reviews_are_refused_to_users_that_are_neither_admin_nor_node() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn Storage> = Arc::new(EmbeddedStore::open(dir.path()).await.expect("store"));
+    let tokens = TokenAuthenticator::new([(
+        "dev".to_string(),
+        User {
+            name: "jane".into(),
+            groups: vec!["developers".into()],
+        },
+    )]);
+    let server = ApiServer::start(store, Box::new(tokens), CancellationToken::new())
+        .await
+        .expect("start");
+    let app = app(server);
+    let (code, body) = call(&app, "dev", "POST", REVIEWS, JSON, Some(review("dev"))).await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["reason"], "Forbidden");
+    assert_eq!(
+        body["message"],
+        "tokenreviews.authentication.k8s.io is forbidden: User \"jane\" cannot create resource \"tokenreviews\" in API group \"authentication.k8s.io\" at the cluster scope: no permissions are granted to this user"
+    );
+}

@@ -70,6 +70,12 @@ pub struct KubeletArgs {
     /// ClusterIPs: pods may connect there.
     #[arg(long, default_value = wasmkube_kubelet::network::SERVICE_CIDR)]
     pub service_cidr: String,
+    /// Let callers without a bearer token use the kubelet API (logs, stats). Off by default:
+    /// every request but /healthz needs the token of a system:masters member (the apiserver's
+    /// kubelet-client identity or an admin), reviewed with the apiserver. An `--insecure`
+    /// apiserver presents no credential: its kubelets need --anonymous-auth=true.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub anonymous_auth: bool,
 }
 
 /// This host's name, the default node name (as k3s does).
@@ -108,6 +114,7 @@ pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
     config.cluster_cidr = args.cluster_cidr.clone();
     config.service_cidr = args.service_cidr.clone();
     config.host_path_prefixes = args.host_path_prefixes.clone();
+    config.anonymous_auth = args.anonymous_auth;
     if let Some(dir) = &args.local_path_dir {
         config.local_path_dir = dir.clone();
     }

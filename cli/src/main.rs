@@ -13,6 +13,7 @@ mod kubelet;
 mod scheduler;
 mod security;
 mod serve;
+mod trace;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,6 +29,10 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Append the pod-start trace events (`wasmkube::trace`) of this process to FILE as JSON
+    /// lines, for `wasmkube trace pod`.
+    #[arg(long, global = true, env = "WASMKUBE_TRACE_FILE", value_name = "FILE")]
+    trace_file: Option<PathBuf>,
 }
 
 /// Flags shared by the commands that run an apiserver.
@@ -94,6 +99,9 @@ enum Command {
     Image(kubelet::Image),
     /// Push a .wasm to an OCI registry as a wasm artifact.
     Push(kubelet::PushArgs),
+    /// Print a pod's path through the cluster with timings.
+    #[command(subcommand)]
+    Trace(trace::Trace),
     /// Measure a component against a same-run baseline.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -101,13 +109,7 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WASMKUBE_LOG")
-                .unwrap_or_else(|_| "info,tower_http=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(cli.trace_file.as_deref());
     // One TLS crypto provider for every client and server in the process (kube, oci pulls
     // and pushes, the apiserver).
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -129,12 +131,34 @@ fn main() {
             Command::Kubelet(args) => kubelet::run(args).await,
             Command::Image(cmd) => kubelet::image(cmd),
             Command::Push(args) => kubelet::push(args).await,
+            Command::Trace(t) => trace::run(t).await,
             Command::Bench(b) => bench::run(b).await,
         }
     });
     if let Err(e) = result {
         fail(&format!("{e:#}"));
     }
+}
+
+/// Logs to stderr as `WASMKUBE_LOG` says and, with `--trace-file`, the pod-start trace events
+/// to that file.
+fn init_logging(trace_file: Option<&std::path::Path>) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WASMKUBE_LOG")
+        .unwrap_or_else(|_| "info,tower_http=warn".into());
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
+    let trace = trace_file.map(|path| match trace::TraceFile::open(path) {
+        Ok(t) => t.with_filter(trace::trace_events()),
+        Err(e) => fail(&format!("{e:#}")),
+    });
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(trace)
+        .init();
 }
 
 /// One line on stderr and a non-zero exit: the CLI's way to fail.

@@ -1,5 +1,6 @@
 //! Credentials `wasmkube up` creates on first start, kept with the PKI in upstream's static
-//! token file format (`token,user,uid,"groups"`): the admin's and each node's.
+//! token file format (`token,user,uid,"groups"`): the admin's, each node's, and the apiserver's
+//! own toward kubelets.
 
 use std::path::Path;
 
@@ -34,6 +35,17 @@ pub fn admin_token(pki_dir: &Path) -> anyhow::Result<String> {
     token_for(pki_dir, "system:admin", "admin", "system:masters")
 }
 
+/// The apiserver's credential toward kubelets (kubeadm's `apiserver-kubelet-client`): user
+/// `kube-apiserver-kubelet-client` in group system:masters, which kubelets let in.
+pub fn kubelet_client_token(pki_dir: &Path) -> anyhow::Result<String> {
+    token_for(
+        pki_dir,
+        "kube-apiserver-kubelet-client",
+        "apiserver-kubelet-client",
+        "system:masters",
+    )
+}
+
 /// Node `node`'s token: user `system:node:<node>`, group `system:nodes` (NodeRestriction).
 pub fn node_token(pki_dir: &Path, node: &str) -> anyhow::Result<String> {
     token_for(
@@ -44,9 +56,11 @@ pub fn node_token(pki_dir: &Path, node: &str) -> anyhow::Result<String> {
     )
 }
 
-/// The authenticator for the tokens in `pki_dir` (the admin's created if missing).
+/// The authenticator for the tokens in `pki_dir` (the admin's and the apiserver's kubelet-client
+/// token created if missing).
 pub fn token_authenticator(pki_dir: &Path) -> anyhow::Result<TokenAuthenticator> {
     admin_token(pki_dir)?;
+    kubelet_client_token(pki_dir)?;
     let path = pki_dir.join(TOKENS);
     TokenAuthenticator::from_file(&path).with_context(|| format!("reading {}", path.display()))
 }

@@ -72,6 +72,11 @@ pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
     let server = ApiServer::start_with(store, authenticator, shutdown.clone(), services)
         .await
         .context("preparing the store")?;
+    if !args.insecure {
+        // Kubelets answer only masters: the apiserver presents its own credential to them.
+        let token = security::kubelet_client_token(&dir.join("pki"))?;
+        let _ = server.kubelet_client_token.set(token);
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -168,6 +173,8 @@ pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
             config.host_path_prefixes = args.host_path_prefixes.clone();
             // One host, one set of ClusterIP/NodePort listeners: the first kubelet owns them.
             config.proxy = node == &nodes[0];
+            // Secure clusters' kubelets review callers' tokens; `--insecure` ones answer anyone.
+            config.anonymous_auth = args.insecure;
             let stop = shutdown.clone();
             components.push(tokio::spawn(async move {
                 if let Err(e) = wasmkube_kubelet::run(client, config, stop).await {

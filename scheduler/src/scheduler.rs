@@ -299,6 +299,18 @@ impl Scheduler {
     }
 }
 
+/// A pod-start trace event (`wasmkube::trace`, DEBUG; see `wasmkube trace pod`): `stage` of
+/// `pod`, with the node it was placed on if any. Costs a filter check when the target is off.
+fn trace_pod(pod: &PodInfo, stage: &'static str, node: &str) {
+    tracing::debug!(
+        target: "wasmkube::trace",
+        stage,
+        pod_uid = pod.uid.as_str(),
+        pod = pod.key.as_str(),
+        node,
+    );
+}
+
 /// The binding cycle after Reserve: every PreBind plugin in order, then the first bind plugin
 /// that does not skip the pod.
 async fn run_binding(
@@ -480,6 +492,7 @@ impl Core {
             self.queue.delete(&pod.key);
             return;
         }
+        trace_pod(&pod, "scheduler.queued", "");
         self.queue.update(pod, now);
     }
 
@@ -539,6 +552,7 @@ impl Core {
                 self.queue.done(&pod.key);
                 self.stats.scheduled.fetch_add(1, Ordering::Relaxed);
                 self.stats.record_cycle(start.elapsed());
+                trace_pod(&pod, "scheduler.scheduled", &decision.node);
                 self.binding.insert(pod.key.clone(), pod.uid.clone());
                 self.spawn_bind(
                     fw.pre_binds(),
@@ -586,6 +600,7 @@ impl Core {
             // while the scheduler stops (its loop already gone) still happened.
             if matches!(outcome, BindOutcome::Bound) {
                 stats.bound.fetch_add(1, Ordering::Relaxed);
+                trace_pod(&qp.info, "scheduler.bound", &node);
             }
             let _ = tx.send(Input::BindDone(Box::new(BindDone {
                 qp,

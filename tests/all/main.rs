@@ -12,4 +12,5 @@ mod multinode;
 mod pod_clients;
 mod security;
 mod services;
+mod trace;
 mod volumes;

@@ -1,6 +1,7 @@
 //! wasmkube node agent: registers a Node, heartbeats its Lease, and runs the pods bound to it
 //! in wasmtime sandboxes. Entry point: [`run`].
 
+pub mod authn;
 pub mod bench;
 pub mod image;
 pub mod network;
@@ -118,6 +119,11 @@ pub struct KubeletConfig {
     /// `--proxy-port`: the forwarding port other nodes' proxies reach this node's pods through
     /// (announced as the Node annotation `wasmkube.dev/proxy-port`); 0 picks a free one.
     pub proxy_port: u16,
+    /// `--anonymous-auth`: let callers without a token use the kubelet API. Default true here,
+    /// for in-process use; `wasmkube kubelet` and secure `wasmkube up` set false, and then every
+    /// request but `/healthz` needs the bearer token of a `system:masters` member, reviewed
+    /// with the apiserver (see [`authn`]).
+    pub anonymous_auth: bool,
 }
 
 impl KubeletConfig {
@@ -146,6 +152,7 @@ impl KubeletConfig {
             volume_sync_interval: Duration::from_secs(10),
             proxy: true,
             proxy_port: 0,
+            anonymous_auth: true,
         }
     }
 }
@@ -243,6 +250,8 @@ pub async fn run(
         live: live.clone(),
         stats: stats.clone(),
         node_name: config.node_name.clone(),
+        reviewer: (!config.anonymous_auth)
+            .then(|| Arc::new(authn::TokenReviewer::new(client.clone()))),
     });
     let stop = shutdown.clone();
     tokio::spawn(async move {

@@ -98,18 +98,29 @@ pub struct ServerState {
     pub live: LiveLogs,
     pub stats: PodStats,
     pub node_name: String,
+    /// Reviews callers' bearer tokens ([`crate::authn`]); None lets anonymous callers in
+    /// (`anonymous_auth`).
+    pub reviewer: Option<Arc<crate::authn::TokenReviewer>>,
 }
 
 /// The kubelet API's routes.
 pub fn app(state: ServerState) -> Router {
-    Router::new()
+    let reviewer = state.reviewer.clone();
+    let routes = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/stats/summary", get(stats_summary))
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
         )
-        .with_state(state)
+        .with_state(state);
+    match reviewer {
+        Some(reviewer) => routes.layer(axum::middleware::from_fn_with_state(
+            reviewer,
+            crate::authn::authenticate,
+        )),
+        None => routes,
+    }
 }
 
 fn error(code: StatusCode, message: String) -> Response {
@@ -377,6 +388,7 @@ mod tests {
             live: LiveLogs::default(),
             stats: PodStats::default(),
             node_name: "n".into(),
+            reviewer: None,
         });
         let req = |uri: &str| {
             axum::http::Request::builder()
@@ -422,6 +434,7 @@ mod tests {
             live: LiveLogs::default(),
             stats: PodStats::default(),
             node_name: "n".into(),
+            reviewer: None,
         });
         let get = |q: &str| {
             let uri = format!("/containerLogs/default/p/c{q}");

@@ -72,6 +72,24 @@ struct Supervised {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// A pod-start trace event (`wasmkube::trace`, DEBUG; see `wasmkube trace pod`): a stage of
+/// `$pod` with any extra fields. The fields are evaluated only when the target is on.
+macro_rules! trace_pod {
+    ($pod:expr, $stage:expr $(, $($field:tt)+)?) => {
+        tracing::debug!(
+            target: "wasmkube::trace",
+            stage = $stage,
+            pod_uid = $pod.metadata.uid.as_deref().unwrap_or(""),
+            pod = %format_args!(
+                "{}/{}",
+                $pod.metadata.namespace.as_deref().unwrap_or(""),
+                $pod.metadata.name.as_deref().unwrap_or("")
+            ),
+            $($($field)+)?
+        )
+    };
+}
+
 fn uid_of(pod: &Pod) -> String {
     pod.metadata.uid.clone().unwrap_or_default()
 }
@@ -177,6 +195,7 @@ fn dispatch(k: &Arc<Kubelet>, pods: &mut HashMap<String, Supervised>, pod: Pod) 
         s.pod.send_replace(Some(pod));
         return;
     }
+    trace_pod!(pod, "kubelet.seen", node = k.config.node_name.as_str());
     let (tx, rx) = watch::channel(Some(pod));
     let task = tokio::spawn(supervise(k.clone(), rx));
     pods.insert(uid, Supervised { pod: tx, task });
@@ -460,10 +479,14 @@ async fn supervise(k: Arc<Kubelet>, mut updates: watch::Receiver<Option<Pod>>) {
         .and_then(|s| s.pod_ip.as_deref())
         .and_then(|ip| ip.parse().ok());
     if host_network(&first) {
+        trace_pod!(first, "kubelet.network_ready", ip = %k.config.address);
         probe_states.pod_ip = Some(k.config.address);
     } else {
         match k.network.ipam.allocate(&uid, preferred) {
-            Ok(ip) => probe_states.pod_ip = Some(std::net::IpAddr::V4(ip)),
+            Ok(ip) => {
+                trace_pod!(first, "kubelet.network_ready", ip = %ip);
+                probe_states.pod_ip = Some(std::net::IpAddr::V4(ip));
+            }
             Err(e) => {
                 let note = format!("Failed to create pod sandbox: assigning a pod address: {e}");
                 k.event(&first, true, "FailedCreatePodSandBox", "Creating", note);
@@ -577,6 +600,10 @@ async fn supervise(k: Arc<Kubelet>, mut updates: watch::Receiver<Option<Pod>>) {
                     .await
                 {
                     Ok(_) => {
+                        let phase = status["phase"].as_str();
+                        if phase != published.as_ref().and_then(|p| p["phase"].as_str()) {
+                            trace_pod!(pod, status_stage(phase));
+                        }
                         published = Some(status);
                         republish_at = None;
                     }
@@ -794,6 +821,7 @@ async fn run_container(
     if let Err(e) = volumes.set_up(&pod).await {
         return mount_failed(&k, &pod, slot, &events, e);
     }
+    trace_pod!(pod, "kubelet.volumes_ready", container = def.name.as_str());
     let Some(image) = def.image.as_deref().filter(|i| !i.is_empty()) else {
         return fail("InvalidImageName", "container has no image".into());
     };
@@ -821,6 +849,12 @@ async fn run_container(
             return fail(e.reason(), e.to_string());
         }
     };
+    trace_pod!(
+        pod,
+        "kubelet.image_ready",
+        container = def.name.as_str(),
+        cached = !pulls
+    );
     let pulled = if pulls {
         format!("Successfully pulled image {image:?}")
     } else {
@@ -834,6 +868,7 @@ async fn run_container(
             return fail("CreateContainerError", e.to_string());
         }
     };
+    trace_pod!(pod, "kubelet.module_ready", container = def.name.as_str());
     let env = match resolve_env(&k, &pod, &def).await {
         Ok(env) => env,
         Err(message) => {
@@ -887,6 +922,7 @@ async fn run_container(
     if stop.is_cancelled() {
         return fail("ContainerCreating", "the pod is being deleted".into());
     }
+    trace_pod!(pod, "kubelet.started", container = def.name.as_str());
     let _ = events.send(Event::Started {
         slot,
         image_id: record.image_id,
@@ -939,6 +975,17 @@ async fn run_container(
             finished_at: Timestamp::now(),
         },
     });
+}
+
+/// The trace stage of a status write that changed the pod's phase.
+fn status_stage(phase: Option<&str>) -> &'static str {
+    match phase {
+        Some("Pending") => "kubelet.status_pending",
+        Some("Running") => "kubelet.status_running",
+        Some("Succeeded") => "kubelet.status_succeeded",
+        Some("Failed") => "kubelet.status_failed",
+        _ => "kubelet.status_unknown",
+    }
 }
 
 fn host_network(pod: &Pod) -> bool {

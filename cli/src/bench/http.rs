@@ -15,8 +15,8 @@ use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -51,15 +51,18 @@ pub async fn run(
     let dir = tempfile::tempdir().context("temp dir")?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let stop = CancellationToken::new();
-    let (cluster_ip, server, components) = start_cluster(dir.path(), &wasm, &stop).await?;
+    let cluster = start_cluster(dir.path(), &wasm, &stop).await?;
+    let (cluster_ip, pod) = (cluster.service, cluster.pod);
     let bare = bare_server(&wasm, &stop).await?;
     // Warm both (compiled code, pools, connections).
     let warm = (requests / 20).clamp(50, 1000);
     load(cluster_ip, concurrency, warm).await?;
     load(bare, concurrency, warm).await?;
+    load(pod, concurrency, warm).await?;
     let per_round = requests.div_ceil(ROUNDS).max(1);
     let (mut svc_rates, mut bare_rates, mut svc_lat, mut bare_lat) =
         (vec![], vec![], vec![], vec![]);
+    let (mut pod_rates, mut pod_lat) = (vec![], vec![]);
     for _ in 0..ROUNDS {
         let (rate, mut lat) = load(cluster_ip, concurrency, per_round).await?;
         svc_rates.push(rate);
@@ -67,20 +70,31 @@ pub async fn run(
         let (rate, mut lat) = load(bare, concurrency, per_round).await?;
         bare_rates.push(rate);
         bare_lat.append(&mut lat);
+        // For reference: the pod's own address, without the node proxy.
+        let (rate, mut lat) = load(pod, concurrency, per_round).await?;
+        pod_rates.push(rate);
+        pod_lat.append(&mut lat);
     }
     // Components first, then the apiserver they talk to: a quiet shutdown.
     stop.cancel();
-    for c in components {
+    for c in cluster.components {
         let _ = tokio::time::timeout(Duration::from_secs(10), c).await;
     }
-    drop(server);
+    drop(cluster.server);
     svc_lat.sort();
     bare_lat.sort();
+    pod_lat.sort();
     let (svc, bare_rate) = (median(&mut svc_rates), median(&mut bare_rates));
     println!(
         "service {cluster_ip}: {svc:.0} requests/s (median of {ROUNDS} rounds), p50 {:.2} ms, p99 {:.2} ms",
         ms(percentile(&svc_lat, 0.5)),
         ms(percentile(&svc_lat, 0.99)),
+    );
+    println!(
+        "pod {pod} (no proxy, for reference): {:.0} requests/s (median of {ROUNDS} rounds), p50 {:.2} ms, p99 {:.2} ms",
+        median(&mut pod_rates),
+        ms(percentile(&pod_lat, 0.5)),
+        ms(percentile(&pod_lat, 0.99)),
     );
     println!(
         "bare wasmtime-wasi-http: {bare_rate:.0} requests/s (median of {ROUNDS} rounds), p50 {:.2} ms, p99 {:.2} ms",
@@ -120,17 +134,23 @@ fn build_example() -> anyhow::Result<PathBuf> {
     Ok(dir.join("target/wasm32-wasip2/release/http_hello.wasm"))
 }
 
+/// The in-process cluster of the benchmark.
+struct Cluster {
+    /// `ClusterIP:80`
+    service: SocketAddr,
+    /// The pod's own `podIP:8080`.
+    pod: SocketAddr,
+    server: wasmkube_apiserver::LocalServer,
+    components: Vec<tokio::task::JoinHandle<()>>,
+}
+
 /// An in-process cluster (apiserver, scheduler, controllers, one kubelet) serving `wasm` as a
-/// one-replica Deployment behind a ClusterIP Service; returns `ClusterIP:80` once it answers.
+/// one-replica Deployment behind a ClusterIP Service, once `ClusterIP:80` answers.
 async fn start_cluster(
     dir: &Path,
     wasm: &Path,
     stop: &CancellationToken,
-) -> anyhow::Result<(
-    SocketAddr,
-    wasmkube_apiserver::LocalServer,
-    Vec<tokio::task::JoinHandle<()>>,
-)> {
+) -> anyhow::Result<Cluster> {
     let server = wasmkube_apiserver::LocalServer::start("embedded", &dir.join("api")).await?;
     let client = kube::Client::try_from(kube::Config::new(server.url().parse()?))?;
     let node_dir = dir.join("node");
@@ -176,7 +196,7 @@ async fn start_cluster(
     Api::<Deployment>::namespaced(client.clone(), "default")
         .create(&PostParams::default(), &deployment)
         .await?;
-    let svc = Api::<Service>::namespaced(client, "default")
+    let svc = Api::<Service>::namespaced(client.clone(), "default")
         .create(&PostParams::default(), &service)
         .await?;
     let ip = svc
@@ -188,7 +208,20 @@ async fn start_cluster(
     loop {
         if let Ok(mut conn) = HttpConn::connect(addr).await {
             if let Ok(200) = conn.get("/").await {
-                return Ok((addr, server, components));
+                let pods = Api::<Pod>::namespaced(client, "default")
+                    .list(&ListParams::default().labels("app=hello"))
+                    .await?;
+                let ip = pods
+                    .items
+                    .iter()
+                    .find_map(|p| p.status.as_ref()?.pod_ip.clone())
+                    .context("the pod has no IP")?;
+                return Ok(Cluster {
+                    service: addr,
+                    pod: format!("{ip}:8080").parse()?,
+                    server,
+                    components,
+                });
             }
         }
         anyhow::ensure!(

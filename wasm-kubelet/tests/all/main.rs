@@ -1,5 +1,6 @@
 //! Integration tests of the wasm-kubelet, in one binary to keep link time low.
 
+mod auth;
 mod bench;
 mod cluster;
 mod guests;
