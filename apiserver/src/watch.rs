@@ -340,7 +340,11 @@ mod splice_tests {
 
     #[test]
     fn objects_without_a_metadata_object_take_the_parsing_path() {
-        for obj in [json!({"kind": "X"}), json!({"metadata": "x"}), json!([1, 2])] {
+        for obj in [
+            json!({"kind": "X"}),
+            json!({"metadata": "x"}),
+            json!([1, 2]),
+        ] {
             assert!(spliced_line(&event(EventKind::Created, &obj)).is_none());
         }
     }

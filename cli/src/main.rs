@@ -63,6 +63,9 @@ pub struct ServerArgs {
     /// The kubelets' allowed hostPath prefixes (set from `up --allowed-host-path-prefix`).
     #[arg(skip)]
     pub host_path_prefixes: Vec<PathBuf>,
+    /// The pod CIDR of `up`'s node IPAM and kubelets (set from `up --cluster-cidr`).
+    #[arg(skip)]
+    pub cluster_cidr: String,
 }
 
 /// Flags of `wasmkube up`.
@@ -79,6 +82,11 @@ pub struct UpArgs {
     /// none by default, so no pod can reach the host's files.
     #[arg(long = "allowed-host-path-prefix")]
     pub host_path_prefixes: Vec<PathBuf>,
+    /// The pod CIDR: each node gets a /20 `podCIDR` of it, each pod an address from its node's.
+    /// The default lies in 127.0.0.0/8: it needs no setup on one host. Clusters sharing a host
+    /// need disjoint ranges (and `--service-cluster-ip-range`s).
+    #[arg(long, default_value = wasmkube_controllers::nodeipam::DEFAULT_CLUSTER_CIDR)]
+    pub cluster_cidr: String,
 }
 
 #[derive(Subcommand)]
@@ -123,6 +131,7 @@ fn main() {
                 anyhow::ensure!(args.nodes >= 1, "--nodes must be at least 1");
                 let mut server = args.server;
                 server.host_path_prefixes = args.host_path_prefixes;
+                server.cluster_cidr = args.cluster_cidr;
                 serve::run(server, serve::Role::Cluster { nodes: args.nodes }).await
             }
             Command::Apiserver(args) => serve::run(args, serve::Role::Apiserver).await,

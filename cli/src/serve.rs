@@ -51,6 +51,15 @@ pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
         Role::Cluster { nodes } => node_names(nodes),
         Role::Apiserver => Vec::new(),
     };
+    if matches!(role, Role::Cluster { .. }) {
+        use wasmkube_controllers::nodeipam::{Cidr, RangeAllocator, DEFAULT_NODE_CIDR_MASK};
+        let cluster: Cidr = args
+            .cluster_cidr
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?;
+        RangeAllocator::new(cluster, DEFAULT_NODE_CIDR_MASK)
+            .map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?;
+    }
     let mut node_tokens = Vec::new();
     for n in &nodes {
         node_tokens.push(match args.insecure {
@@ -149,8 +158,12 @@ pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
         }));
         let client = kubeconfig::client(&kubeconfig).await?;
         let stop = shutdown.clone();
+        let cluster_cidr = args.cluster_cidr.clone();
         components.push(tokio::spawn(async move {
-            let config = wasmkube_controllers::ControllerConfig::default();
+            let config = wasmkube_controllers::ControllerConfig {
+                cluster_cidr: cluster_cidr.clone(),
+                ..Default::default()
+            };
             if let Err(e) = wasmkube_controllers::run(client, config, stop).await {
                 tracing::error!(error = %e, "controller-manager stopped");
             }
@@ -171,6 +184,8 @@ pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
             let client = kubeconfig::client(&node_kubeconfig).await?;
             let mut config = wasmkube_kubelet::KubeletConfig::new(node, node_dir);
             config.host_path_prefixes = args.host_path_prefixes.clone();
+            config.cluster_cidr = args.cluster_cidr.clone();
+            config.service_cidr = args.service_cluster_ip_range.clone();
             // One host, one set of ClusterIP/NodePort listeners: the first kubelet owns them.
             config.proxy = node == &nodes[0];
             // Secure clusters' kubelets review callers' tokens; `--insecure` ones answer anyone.

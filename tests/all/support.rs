@@ -12,6 +12,8 @@ pub struct Cluster {
     command: &'static str,
     /// Flags after `--data-dir` and `--listen` (e.g. `--nodes 2`, `--store etcd://...`).
     extra: Vec<String>,
+    /// This cluster's Service CIDR (a /24; its first address is the `kubernetes` Service's).
+    pub service_range: String,
     pub dir: tempfile::TempDir,
     pub url: String,
     pub kubeconfig: PathBuf,
@@ -36,12 +38,31 @@ impl Cluster {
     }
 
     fn start_command(command: &'static str, extra: &[&str]) -> Self {
+        // Clusters of one test run share this host's loopback: each gets its own Service range
+        // (a /24 of 127.96.0.0/12) and, for `up`, its own pod range (a /16 of 127.128.0.0/9),
+        // so their ClusterIP listeners and pod addresses never collide.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + std::process::id() % 61;
+        let service_range = format!("127.{}.{}.0/24", 96 + (n / 256) % 16, n % 256);
+        let mut ranges = vec![
+            "--service-cluster-ip-range".to_string(),
+            service_range.clone(),
+        ];
+        if command == "up" {
+            ranges.push("--cluster-cidr".into());
+            ranges.push(format!("127.{}.0.0/16", 128 + n % 128));
+        }
+        let extra: Vec<String> = ranges
+            .into_iter()
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect();
         let dir = tempfile::tempdir().expect("temp dir");
         let cache = dir.path().join("kubectl-cache");
         let mut c = Cluster {
             child: None,
             command,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra,
+            service_range,
             kubeconfig: dir.path().join("kubeconfig"),
             dir,
             url: String::new(),
