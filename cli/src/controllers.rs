@@ -18,6 +18,10 @@ pub struct ControllerArgs {
     /// The prefix length of each Node's `podCIDR`.
     #[arg(long, default_value_t = wasmkube_controllers::nodeipam::DEFAULT_NODE_CIDR_MASK)]
     pub node_cidr_mask_size: u8,
+    /// A node whose kubelet is not heard of for this long becomes `Ready=Unknown` and tainted
+    /// unreachable; its pods are evicted after their toleration.
+    #[arg(long, default_value = "40s", value_parser = crate::parse_duration)]
+    pub node_monitor_grace_period: std::time::Duration,
 }
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
@@ -32,6 +36,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let config = wasmkube_controllers::ControllerConfig {
         cluster_cidr: args.cluster_cidr.clone(),
         node_cidr_mask_size: args.node_cidr_mask_size,
+        node_monitor_grace_period: args.node_monitor_grace_period,
         ..Default::default()
     };
     let task = tokio::spawn(wasmkube_controllers::run(client, config, shutdown.clone()));

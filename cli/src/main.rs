@@ -66,6 +66,27 @@ pub struct ServerArgs {
     /// The pod CIDR of `up`'s node IPAM and kubelets (set from `up --cluster-cidr`).
     #[arg(skip)]
     pub cluster_cidr: String,
+    /// `up --node-monitor-grace-period`.
+    #[arg(skip)]
+    pub node_monitor_grace_period: std::time::Duration,
+}
+
+/// Parses a duration as upstream flags take them: `40s`, `5m`, `1h`, `250ms` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a duration like 40s, 5m or 250ms"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m or h)")),
+    };
+    Ok(std::time::Duration::from_millis(ms))
 }
 
 /// Flags of `wasmkube up`.
@@ -87,6 +108,10 @@ pub struct UpArgs {
     /// need disjoint ranges (and `--service-cluster-ip-range`s).
     #[arg(long, default_value = wasmkube_controllers::nodeipam::DEFAULT_CLUSTER_CIDR)]
     pub cluster_cidr: String,
+    /// A node whose kubelet is not heard of for this long becomes `Ready=Unknown` and tainted
+    /// unreachable; its pods are evicted after their toleration (upstream's flag and default).
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: std::time::Duration,
 }
 
 #[derive(Subcommand)]
@@ -132,6 +157,7 @@ fn main() {
                 let mut server = args.server;
                 server.host_path_prefixes = args.host_path_prefixes;
                 server.cluster_cidr = args.cluster_cidr;
+                server.node_monitor_grace_period = args.node_monitor_grace_period;
                 serve::run(server, serve::Role::Cluster { nodes: args.nodes }).await
             }
             Command::Apiserver(args) => serve::run(args, serve::Role::Apiserver).await,
@@ -186,4 +212,23 @@ pub(crate) async fn wait_for_signal() -> anyhow::Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_as_upstream_flags_write_them() {
+        assert_eq!(parse_duration("40s"), Ok(Duration::from_secs(40)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
+        assert!(parse_duration("soon")
+            .unwrap_err()
+            .contains("expected a duration"));
+        assert!(parse_duration("3d").unwrap_err().contains("unknown unit"));
+    }
 }

@@ -159,9 +159,11 @@ pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
         let client = kubeconfig::client(&kubeconfig).await?;
         let stop = shutdown.clone();
         let cluster_cidr = args.cluster_cidr.clone();
+        let node_monitor_grace_period = args.node_monitor_grace_period;
         components.push(tokio::spawn(async move {
             let config = wasmkube_controllers::ControllerConfig {
                 cluster_cidr: cluster_cidr.clone(),
+                node_monitor_grace_period,
                 ..Default::default()
             };
             if let Err(e) = wasmkube_controllers::run(client, config, stop).await {

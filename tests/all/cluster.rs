@@ -46,18 +46,7 @@ fn up_schedules_pods_onto_nodes() {
 fn up_runs_a_wasm_pod_end_to_end_and_serves_its_logs() {
     let c = Cluster::start();
     let wasm = crate::support::example_guest("hello");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasmkube"))
-        .args(["image", "import"])
-        .arg(&wasm)
-        .args(["wasmkube.local/hello:v1", "--data-dir"])
-        .arg(c.dir.path())
-        .output()
-        .expect("wasmkube image import");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.import(&wasm, "wasmkube.local/hello:v1");
     // kubectl → apiserver → scheduler → binding → kubelet → wasmtime → status → logs.
     c.ok(&[
         "run",

@@ -256,3 +256,98 @@ fn a_restarted_cluster_keeps_every_object_and_runs_its_pods_again() {
         assert!(logs.contains("count 0"), "{logs}");
     }
 }
+
+/// A second node as its own `wasmkube kubelet` process (so it can die alone), against an
+/// `--insecure` cluster whose kubeconfig it borrows; killed when dropped.
+struct Worker {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Worker {
+    fn start(c: &Cluster, name: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+            .arg("kubelet")
+            .arg("--kubeconfig")
+            .arg(&c.kubeconfig)
+            .args(["--node-name", name, "--data-dir"])
+            .arg(dir.path())
+            // One host: the first node owns the ClusterIP listeners; no apiserver credential
+            // to check on an insecure cluster.
+            .args(["--proxy=false", "--anonymous-auth=true"])
+            .env("WASMKUBE_LOG", "warn")
+            .spawn()
+            .expect("start wasmkube kubelet");
+        Self { child, _dir: dir }
+    }
+
+    /// SIGKILL: the node stops renewing its Lease without a word.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[test]
+fn pods_of_a_killed_kubelet_come_back_running_on_the_other_node() {
+    let registry = Registry::start();
+    let c = Cluster::up_with(&["--insecure", "--node-monitor-grace-period", "15s"]);
+    let image = registry.push_example("counter", "counter", "v1");
+    let mut worker = Worker::start(&c, "worker");
+    let nodes = wait_nodes_ready(&c, 2);
+    let host = nodes
+        .iter()
+        .find(|n| n.as_str() != "worker")
+        .expect("up's own node")
+        .clone();
+    // Unreachable/not-ready pods are evicted 2 s after the taint (upstream default: 300 s);
+    // preferred anti-affinity puts one replica on each node.
+    let manifest = deployment(&image, 2).replace(
+        "      terminationGracePeriodSeconds: 1\n",
+        "      terminationGracePeriodSeconds: 1
+      tolerations:
+      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}
+      - {key: node.kubernetes.io/not-ready, operator: Exists, effect: NoExecute, tolerationSeconds: 2}
+      affinity:
+        podAntiAffinity:
+          preferredDuringSchedulingIgnoredDuringExecution:
+          - weight: 100
+            podAffinityTerm:
+              labelSelector: {matchLabels: {app: counter}}
+              topologyKey: kubernetes.io/hostname
+",
+    );
+    c.ok_in(&["apply", "-f", "-"], &manifest);
+    let pods = wait_running(&c, 2, &image);
+    assert!(
+        pods.iter().any(|p| p[1] == "worker"),
+        "one pod per node: {pods:?}"
+    );
+
+    worker.kill();
+    // Lease expiry (15 s) → Ready=Unknown + unreachable taint → eviction after 2 s → the
+    // ReplicaSet's replacement lands on the surviving node.
+    eventually(120, "both replicas Running on the surviving node", || {
+        let pods = counter_pods(&c);
+        let moved = pods.len() == 2 && pods.iter().all(|p| p[1] == host && p[3] == "Running");
+        moved.then_some(())
+    });
+    let taints = c.ok(&[
+        "get",
+        "node",
+        "worker",
+        "-o",
+        "jsonpath={.spec.taints[*].key}",
+    ]);
+    assert!(
+        taints.contains("node.kubernetes.io/unreachable"),
+        "the dead node is tainted unreachable: {taints}"
+    );
+}

@@ -7,20 +7,13 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, LogParams, PostParams};
 
-use crate::support::{example_guest, wasmkube, Cluster};
+use crate::support::{example_guest, Cluster};
 
 /// Imports the counter example into the cluster's node as `wasmkube.local/counter:v1`.
 fn import_counter(c: &Cluster) -> &'static str {
     let image = "wasmkube.local/counter:v1";
     let wasm = example_guest("counter");
-    wasmkube(&[
-        "image".as_ref(),
-        "import".as_ref(),
-        wasm.as_os_str(),
-        image.as_ref(),
-        "--data-dir".as_ref(),
-        c.dir.path().as_os_str(),
-    ]);
+    c.import(&wasm, image);
     image
 }
 

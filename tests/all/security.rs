@@ -1,6 +1,6 @@
 //! Secure by default: HTTPS with the generated CA, bearer tokens, 401 for anonymous requests.
 
-use crate::support::{eventually, example_guest, wasmkube, Cluster};
+use crate::support::{eventually, example_guest, Cluster};
 
 #[test]
 fn anonymous_requests_get_401_except_health_and_version() {
@@ -78,14 +78,7 @@ fn the_kubelet_api_requires_the_apiservers_credential() {
     let c = Cluster::start();
     let image = "wasmkube.local/counter:v1";
     let wasm = example_guest("counter");
-    wasmkube(&[
-        "image".as_ref(),
-        "import".as_ref(),
-        wasm.as_os_str(),
-        image.as_ref(),
-        "--data-dir".as_ref(),
-        c.dir.path().as_os_str(),
-    ]);
+    c.import(&wasm, image);
     c.ok_in(
         &["apply", "-f", "-"],
         &format!(

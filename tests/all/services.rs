@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{eventually, wasmkube, Cluster};
+use crate::support::{eventually, Cluster};
 
 /// An example built for wasm32-wasip2 (components), building the examples on first use.
 fn component(file: &str) -> PathBuf {
@@ -40,15 +40,7 @@ fn component(file: &str) -> PathBuf {
 }
 
 fn import(c: &Cluster, file: &str, image: &str) {
-    let wasm = component(file);
-    wasmkube(&[
-        "image".as_ref(),
-        "import".as_ref(),
-        wasm.as_os_str(),
-        image.as_ref(),
-        "--data-dir".as_ref(),
-        c.dir.path().as_os_str(),
-    ]);
+    c.import(&component(file), image);
 }
 
 const APP: &str = "

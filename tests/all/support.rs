@@ -187,6 +187,19 @@ impl Cluster {
         check_err(args, self.kubectl_in(args, input))
     }
 
+    /// Imports the wasm file `wasm` as `image` into the cluster's node(s) (`wasmkube image
+    /// import`), for pods with `imagePullPolicy: Never`.
+    pub fn import(&self, wasm: &std::path::Path, image: &str) {
+        wasmkube(&[
+            "image".as_ref(),
+            "import".as_ref(),
+            wasm.as_os_str(),
+            image.as_ref(),
+            "--data-dir".as_ref(),
+            self.dir.path().as_os_str(),
+        ]);
+    }
+
     /// A kube-rs client for this cluster, from the kubeconfig `up` wrote (CA + admin token).
     pub async fn client(&self) -> kube::Client {
         let _ = rustls::crypto::ring::default_provider().install_default();

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::support::{eventually, example_guest, wasmkube, Cluster};
+use crate::support::{eventually, example_guest, Cluster};
 
 /// Every stage a command pod passes on one node, in the order that causality fixes (pairs
 /// that race, such as `apiserver.stored` against the scheduler's watch, are checked apart).
@@ -50,14 +50,7 @@ fn trace_pod_prints_every_start_stage_of_a_pod_in_order() {
     let file = traces.path().join("trace.jsonl");
     let c = Cluster::up_with(&["--trace-file", file.to_str().expect("utf-8 path")]);
     let wasm = example_guest("hello");
-    wasmkube(&[
-        "image".as_ref(),
-        "import".as_ref(),
-        wasm.as_os_str(),
-        "wasmkube.local/hello:v1".as_ref(),
-        "--data-dir".as_ref(),
-        c.dir.path().as_os_str(),
-    ]);
+    c.import(&wasm, "wasmkube.local/hello:v1");
     c.ok(&[
         "run",
         "hello",

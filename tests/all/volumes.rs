@@ -6,19 +6,7 @@ use crate::support::{eventually, example_guest, Cluster};
 /// Imports example guest `name` as `wasmkube.local/<name>:v1` into the cluster's node(s).
 fn import(c: &Cluster, name: &str) -> String {
     let reference = format!("wasmkube.local/{name}:v1");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasmkube"))
-        .args(["image", "import"])
-        .arg(example_guest(name))
-        .arg(&reference)
-        .arg("--data-dir")
-        .arg(c.dir.path())
-        .output()
-        .expect("wasmkube image import");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.import(&example_guest(name), &reference);
     reference
 }
 

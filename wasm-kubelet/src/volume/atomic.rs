@@ -41,6 +41,16 @@ pub fn check_path(path: &str) -> Result<(), VolumeError> {
     Ok(())
 }
 
+/// Projects `payload` into the volume's dir and mounts it read-only, as upstream mounts every
+/// projected kind (configMap, secret, downwardAPI, projected).
+pub fn mount(ctx: &super::Context<'_>, payload: &Payload) -> Result<super::Mounted, VolumeError> {
+    write(ctx.dir, payload)?;
+    Ok(super::Mounted {
+        host: ctx.dir.to_path_buf(),
+        read_only: true,
+    })
+}
+
 /// Writes `payload` into `dir` atomically; returns whether anything changed.
 pub fn write(dir: &Path, payload: &Payload) -> Result<bool, VolumeError> {
     for path in payload.keys() {

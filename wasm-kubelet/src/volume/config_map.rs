@@ -34,11 +34,7 @@ impl VolumePlugin for ConfigMapVolume {
             let s = &self.source;
             let payload =
                 payload(ctx, &s.name, s.items.as_deref(), s.default_mode, s.optional).await?;
-            atomic::write(ctx.dir, &payload)?;
-            Ok(Mounted {
-                host: ctx.dir.to_path_buf(),
-                read_only: true,
-            })
+            atomic::mount(ctx, &payload)
         })
     }
 

@@ -33,11 +33,7 @@ impl VolumePlugin for DownwardApiVolume {
         Box::pin(async move {
             let items = self.source.items.as_deref().unwrap_or_default();
             let payload = payload(ctx.pod, items, self.source.default_mode)?;
-            atomic::write(ctx.dir, &payload)?;
-            Ok(Mounted {
-                host: ctx.dir.to_path_buf(),
-                read_only: true,
-            })
+            atomic::mount(ctx, &payload)
         })
     }
 

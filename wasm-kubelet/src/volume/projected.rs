@@ -51,11 +51,7 @@ impl VolumePlugin for ProjectedVolume {
                 };
                 payload.extend(part);
             }
-            atomic::write(ctx.dir, &payload)?;
-            Ok(Mounted {
-                host: ctx.dir.to_path_buf(),
-                read_only: true,
-            })
+            atomic::mount(ctx, &payload)
         })
     }
 

@@ -35,11 +35,7 @@ impl VolumePlugin for SecretVolume {
             let name = s.secret_name.as_deref().unwrap_or_default();
             let payload =
                 payload(ctx, name, s.items.as_deref(), s.default_mode, s.optional).await?;
-            atomic::write(ctx.dir, &payload)?;
-            Ok(Mounted {
-                host: ctx.dir.to_path_buf(),
-                read_only: true,
-            })
+            atomic::mount(ctx, &payload)
         })
     }
 
