@@ -166,6 +166,16 @@ fn deployment_lifecycle(c: &Cluster, registry: &Registry) {
     wait_running(c, 5, &v2);
     let history = c.ok(&["rollout", "history", "deployment/counter"]);
     assert!(history.contains('1') && history.contains('2'), "{history}");
+    // Back to the first template, then a restart (new pods, same template).
+    c.ok(&["rollout", "undo", "deployment/counter"]);
+    c.ok(&["rollout", "status", "deployment/counter", "--timeout=120s"]);
+    let undone = wait_running(c, 5, &v1);
+    c.ok(&["rollout", "restart", "deployment/counter"]);
+    c.ok(&["rollout", "status", "deployment/counter", "--timeout=120s"]);
+    eventually(120, "5 restarted pods of v1", || {
+        let pods = wait_running(c, 5, &v1);
+        pods.iter().all(|p| !undone.contains(p)).then_some(())
+    });
 
     c.ok(&["delete", "deployment", "counter"]);
     eventually(120, "every counter pod and ReplicaSet gone", || {

@@ -75,6 +75,8 @@ pub(crate) async fn serve_listeners(
             loop {
                 match listener.accept().await {
                     Ok((stream, peer)) => {
+                        // Responses go out whole at once: no Nagle wait for a delayed ACK.
+                        let _ = stream.set_nodelay(true);
                         if tx.send((stream, peer)).is_err() {
                             return;
                         }
