@@ -5,42 +5,12 @@
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{eventually, Cluster};
-
-/// An example built for wasm32-wasip2 (components), building the examples on first use.
-fn component(file: &str) -> PathBuf {
-    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    BUILT.get_or_init(|| {
-        let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(&dir)
-            .env_remove("CARGO_TARGET_DIR")
-            .env_remove("RUSTFLAGS")
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--target-dir",
-            ])
-            .arg(dir.join("target"))
-            .output()
-            .expect("run cargo for the example guests");
-        assert!(
-            out.status.success(),
-            "building the example guests for wasm32-wasip2 failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
-    dir.join("target/wasm32-wasip2/release").join(file)
-}
+use crate::support::{eventually, example_component, Cluster};
 
 fn import(c: &Cluster, file: &str, image: &str) {
-    c.import(&component(file), image);
+    c.import(&example_component(file), image);
 }
 
 const APP: &str = "

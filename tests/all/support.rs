@@ -342,28 +342,34 @@ impl Drop for Registry {
 
 /// An example guest (examples/guests) built for wasm32-wasip1, building them on first use.
 pub fn example_guest(name: &str) -> PathBuf {
-    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    example_build("wasm32-wasip1").join(format!("{name}.wasm"))
+}
+
+/// A file of the examples built for wasm32-wasip2 (components, e.g. `http_hello.wasm`).
+pub fn example_component(file: &str) -> PathBuf {
+    example_build("wasm32-wasip2").join(file)
+}
+
+/// The release dir of the examples workspace built for `target`, building it on first use.
+fn example_build(target: &'static str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    BUILT.get_or_init(|| {
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.contains(&target) {
         let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(&dir)
             .env_remove("CARGO_TARGET_DIR")
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip1",
-                "--target-dir",
-            ])
+            .env_remove("RUSTFLAGS")
+            .args(["build", "--release", "--target", target, "--target-dir"])
             .arg(dir.join("target"))
             .output()
             .expect("run cargo for the example guests");
         assert!(
             out.status.success(),
-            "building the example guests failed:\n{}",
+            "building the example guests for {target} failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-    });
-    dir.join("target/wasm32-wasip1/release")
-        .join(format!("{name}.wasm"))
+        built.push(target);
+    }
+    dir.join("target").join(target).join("release")
 }
