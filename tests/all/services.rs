@@ -32,9 +32,12 @@ spec:
         env:
         - name: POD_NAME
           valueFrom: {fieldRef: {fieldPath: metadata.name}}
+        - {name: READY_FILE, value: /state/unready}
+        volumeMounts: [{name: state, mountPath: /state}]
         readinessProbe:
           httpGet: {path: /healthz, port: http}
           periodSeconds: 1
+      volumes: [{name: state, emptyDir: {}}]
 ---
 apiVersion: v1
 kind: Service
@@ -171,6 +174,30 @@ fn services_balance_over_ready_pods_follow_deletions_and_resolve_by_name() {
     eventually(60, &format!("{gone} out of rotation"), || {
         let seen = answers(&cluster_addr, 12);
         (!seen.contains(&gone) && seen.len() == 3).then_some(())
+    });
+
+    // A pod whose readiness fails leaves the rotation, and comes back when it passes again.
+    let pods = hello_pods(&c);
+    let sick = pods.iter().next().expect("a pod").clone();
+    let sick_ip = c.ok(&["get", "pod", &sick, "-o", "jsonpath={.status.podIP}"]);
+    let sick_addr = format!("{}:8080", sick_ip.trim());
+    let flip = |path: &str| {
+        let mut s = std::net::TcpStream::connect(&sick_addr).expect("connect to the pod");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: pod\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).expect("request");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.1 200"), "{path}: {out}");
+    };
+    flip("/unready");
+    eventually(60, &format!("{sick} out of rotation while unready"), || {
+        let seen = answers(&cluster_addr, 12);
+        (ready_endpoints(&c, "hello") == 2 && !seen.contains(&sick) && seen.len() == 2)
+            .then_some(())
+    });
+    flip("/ready");
+    eventually(60, &format!("{sick} back in rotation"), || {
+        (answers(&cluster_addr, 12) == pods).then_some(())
     });
 
     // A pod reaches the Service by name through wasi-http.
