@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use http::HeaderMap;
 
 use crate::errors::ApiError;
+use crate::secret_tokens::SecretTokens;
 use crate::ApiServer;
 
 /// Who made a request.
@@ -21,6 +22,18 @@ pub struct User {
 /// Decides who a request comes from, or refuses it (401).
 pub trait Authenticator: Send + Sync + 'static {
     fn authenticate(&self, headers: &HeaderMap) -> Result<User, ApiError>;
+
+    /// The table of Secret-held tokens this authenticator consults, which the apiserver keeps
+    /// in step with the store (none by default).
+    fn secret_tokens(&self) -> Option<Arc<SecretTokens>> {
+        None
+    }
+
+    /// Whether a configured (not Secret-held) credential names user `name`: joining nodes may
+    /// not take the name of a node `up` runs.
+    fn has_static_user(&self, _name: &str) -> bool {
+        false
+    }
 }
 
 /// Plain HTTP with `--insecure`: every request is the cluster admin, as kubectl sends no token.
@@ -35,19 +48,33 @@ impl Authenticator for InsecureAdmin {
     }
 }
 
-/// Bearer tokens, as kube-apiserver's static token file: each token names a user and groups.
-/// A request without a token is anonymous: only the health and version endpoints answer it.
+/// Bearer tokens, as kube-apiserver's static token file (each token names a user and groups),
+/// plus the bootstrap and node tokens kept in kube-system Secrets. A request without a token
+/// is anonymous: only the health and version endpoints and `kube-public/cluster-info` answer it.
 pub struct TokenAuthenticator {
     tokens: std::collections::HashMap<String, User>,
+    secrets: Arc<SecretTokens>,
 }
 
-/// Paths that answer anonymous requests (upstream's `system:public-info-viewer`).
-const PUBLIC_PATHS: &[&str] = &["/healthz", "/livez", "/readyz", "/version"];
+/// The ConfigMap joining nodes read before they trust the cluster (kubeadm's discovery).
+pub const CLUSTER_INFO_PATH: &str = "/api/v1/namespaces/kube-public/configmaps/cluster-info";
+
+/// Paths that answer anonymous requests (upstream's `system:public-info-viewer`, and the
+/// `kube-public/cluster-info` ConfigMap kubeadm lets anonymous users get).
+const PUBLIC_PATHS: &[&str] = &[
+    "/healthz",
+    "/livez",
+    "/readyz",
+    "/version",
+    CLUSTER_INFO_PATH,
+];
 
 impl TokenAuthenticator {
+    /// Static tokens; Secret-held ones are added as the apiserver sees them.
     pub fn new(tokens: impl IntoIterator<Item = (String, User)>) -> Self {
         Self {
             tokens: tokens.into_iter().collect(),
+            secrets: Arc::default(),
         }
     }
 
@@ -93,9 +120,14 @@ impl TokenAuthenticator {
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        Some(match token.and_then(|t| self.tokens.get(t)) {
-            Some(user) => {
-                let mut u = user.clone();
+        let user = token.and_then(|t| {
+            self.tokens
+                .get(t)
+                .cloned()
+                .or_else(|| self.secrets.lookup(t))
+        });
+        Some(match user {
+            Some(mut u) => {
                 u.groups.push("system:authenticated".into());
                 Ok(u)
             }
@@ -121,9 +153,18 @@ impl Authenticator for TokenAuthenticator {
             })
         })
     }
+
+    fn secret_tokens(&self) -> Option<Arc<SecretTokens>> {
+        Some(self.secrets.clone())
+    }
+
+    fn has_static_user(&self, name: &str) -> bool {
+        self.tokens.values().any(|u| u.name == name)
+    }
 }
 
-fn is_anonymous(user: &User) -> bool {
+/// Whether `user` is the anonymous user of requests without a token.
+pub fn is_anonymous(user: &User) -> bool {
     user.name == "system:anonymous"
 }
 

@@ -15,6 +15,47 @@ use crate::ApiServer;
 const MASTERS: &str = "system:masters";
 const NODES: &str = "system:nodes";
 const NODE_PREFIX: &str = "system:node:";
+const BOOTSTRAPPERS: &str = crate::secret_tokens::BOOTSTRAPPERS;
+
+/// None when a bootstrap token may do `verb` on `target`: only create a node credential
+/// (Secret `kube-system/node-token-<node>` of type `wasmkube.dev/node-token`), never replace
+/// one (the create then fails with 409), and never for a node the cluster configured itself.
+fn bootstrap_rule(
+    server: &ApiServer,
+    verb: &str,
+    target: &Target,
+    created: impl FnOnce() -> Option<Value>,
+) -> Option<String> {
+    use crate::secret_tokens::{NAMESPACE, NODE_TOKEN_PREFIX, NODE_TOKEN_TYPE};
+    let def = target.def;
+    let secrets = def.group.is_empty() && def.storage == "secrets" && target.subresource.is_none();
+    if verb != "create" || !secrets || target.namespace.as_deref() != Some(NAMESPACE) {
+        return Some(format!(
+            "bootstrap tokens may only create secrets \"{NODE_TOKEN_PREFIX}<node>\" in the namespace \"{NAMESPACE}\""
+        ));
+    }
+    let body = created().unwrap_or_default();
+    let name = body
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let node = name.strip_prefix(NODE_TOKEN_PREFIX).unwrap_or("");
+    let kind = body.get("type").and_then(Value::as_str).unwrap_or("");
+    if node.is_empty() || kind != NODE_TOKEN_TYPE {
+        return Some(format!(
+            "bootstrap tokens may only create secrets named \"{NODE_TOKEN_PREFIX}<node>\" of type \"{NODE_TOKEN_TYPE}\""
+        ));
+    }
+    if server
+        .authenticator
+        .has_static_user(&format!("{NODE_PREFIX}{node}"))
+    {
+        return Some(format!(
+            "node \"{node}\" has a credential configured by the cluster and cannot be joined"
+        ));
+    }
+    None
+}
 
 /// The verb of a request, as upstream names it in RBAC.
 pub fn verb(method: &Method, target: &Target, params: &Params) -> &'static str {
@@ -31,19 +72,36 @@ pub fn verb(method: &Method, target: &Target, params: &Params) -> &'static str {
     }
 }
 
-/// Allows the request or answers 403 with upstream's message.
+/// Allows the request or answers 403 with upstream's message. `created` parses the body of a
+/// create (which names its object in the body, not the path).
 pub async fn authorize(
     server: &ApiServer,
     user: &User,
     method: &Method,
     target: &Target,
     params: &Params,
-    created: impl FnOnce() -> Option<String>,
+    created: impl FnOnce() -> Option<Value>,
 ) -> Result<(), ApiError> {
     if user.groups.iter().any(|g| g == MASTERS) {
         return Ok(());
     }
     let verb = verb(method, target, params);
+    let is_cluster_info = verb == "get"
+        && target.def.group.is_empty()
+        && target.def.storage == "configmaps"
+        && target.subresource.is_none()
+        && target.namespace.as_deref() == Some("kube-public")
+        && target.name.as_deref() == Some("cluster-info");
+    let bootstrapper = user.groups.iter().any(|g| g == BOOTSTRAPPERS);
+    if is_cluster_info && (bootstrapper || crate::auth::is_anonymous(user)) {
+        return Ok(());
+    }
+    if bootstrapper {
+        return match bootstrap_rule(server, verb, target, created) {
+            None => Ok(()),
+            Some(why) => Err(forbidden(user, verb, target, &why)),
+        };
+    }
     let node = user
         .name
         .strip_prefix(NODE_PREFIX)
@@ -52,7 +110,7 @@ pub async fn authorize(
         Some(node) => {
             // A create names its object in the body, not the path.
             let name = match verb {
-                "create" => created(),
+                "create" => created().map(|o| crate::object::name(&o).to_string()),
                 _ => target.name.clone(),
             };
             node_rule(server, node, verb, target, name.as_deref().unwrap_or("")).await?

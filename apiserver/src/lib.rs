@@ -19,6 +19,7 @@ pub mod request;
 pub mod resources;
 pub mod rest;
 pub mod router;
+pub mod secret_tokens;
 pub mod selectors;
 pub mod storage;
 pub mod strategy;
@@ -76,6 +77,9 @@ impl ApiServer {
             store.clone(),
             shutdown.clone(),
         ));
+        if let Some(table) = authenticator.secret_tokens() {
+            tokio::spawn(secret_tokens::run(store.clone(), table, shutdown.clone()));
+        }
         let cache = Arc::new(namespaces::NamespaceCache::default());
         tokio::spawn(namespaces::run_finalizer(
             store.clone(),

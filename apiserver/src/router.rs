@@ -168,11 +168,7 @@ async fn dispatch(
     // Every request passed authentication, which stored who made it.
     let user =
         user.ok_or_else(|| ApiError::internal("request reached a handler unauthenticated"))?;
-    let created = || {
-        crate::codec::parse_body(&headers, &body)
-            .ok()
-            .map(|o| crate::object::name(&o).to_string())
-    };
+    let created = || crate::codec::parse_body(&headers, &body).ok();
     crate::authz::authorize(server, user, &method, &target, &params, created).await?;
     let ctx = Ctx {
         server,

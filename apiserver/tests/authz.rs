@@ -452,3 +452,228 @@ async fn token_reviews_are_refused_to_users_that_are_neither_admin_nor_node() {
         "tokenreviews.authentication.k8s.io is forbidden: User \"jane\" cannot create resource \"tokenreviews\" in API group \"authentication.k8s.io\" at the cluster scope: no permissions are granted to this user"
     );
 }
+
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// A bootstrap token Secret as `wasmkube token create` writes it.
+fn bootstrap_secret(id: &str, secret: &str, expiration: &str, usable: bool) -> Value {
+    let mut data = json!({"token-id": b64(id), "token-secret": b64(secret),
+        "expiration": b64(expiration),
+        "auth-extra-groups": b64("system:bootstrappers:wasmkube:default-node-token")});
+    if usable {
+        data["usage-bootstrap-authentication"] = json!(b64("true"));
+    }
+    json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": format!("bootstrap-token-{id}"), "namespace": "kube-system"},
+        "type": "bootstrap.kubernetes.io/token", "data": data})
+}
+
+fn node_token_secret(node: &str, token: &str, kind: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": format!("node-token-{node}"), "namespace": "kube-system"},
+        "type": kind, "data": {"token": b64(token)}})
+}
+
+const KUBE_SYSTEM_SECRETS: &str = "/api/v1/namespaces/kube-system/secrets";
+const CLUSTER_INFO: &str = "/api/v1/namespaces/kube-public/configmaps/cluster-info";
+const NODE_TOKEN: &str = "wasmkube.dev/node-token";
+
+/// Waits (up to 10 s) until `token` gets `want` for `GET path`: Secret-held tokens are known
+/// once the apiserver's watch has seen them.
+async fn until_status(app: &Router, token: &str, path: &str, want: StatusCode) {
+    for _ in 0..500 {
+        if call(app, token, "GET", path, JSON, None).await.0 == want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("GET {path} with token {token} never answered {want}");
+}
+
+#[tokio::test]
+async fn bootstrap_tokens_only_create_new_node_credentials() {
+    let (app, _dir) = cluster().await;
+    let cluster_info = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "cluster-info"}, "data": {"kubeconfig": "k"}});
+    let (code, body) = call(
+        &app,
+        "admin",
+        "POST",
+        "/api/v1/namespaces/kube-public/configmaps",
+        JSON,
+        Some(cluster_info),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    // Anonymous requests may read cluster-info, and nothing else there.
+    let anonymous = |path: &str| {
+        Request::builder()
+            .uri(path)
+            .body(Body::empty())
+            .expect("request")
+    };
+    let resp = app
+        .clone()
+        .oneshot(anonymous(CLUSTER_INFO))
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = app
+        .clone()
+        .oneshot(anonymous("/api/v1/namespaces/kube-public/configmaps"))
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    for secret in [
+        bootstrap_secret("abcdef", "0123456789abcdef", "2999-01-01T00:00:00Z", true),
+        bootstrap_secret("expird", "0123456789abcdef", "2001-01-01T00:00:00Z", true),
+        bootstrap_secret("nousag", "0123456789abcdef", "2999-01-01T00:00:00Z", false),
+    ] {
+        let (code, body) = call(
+            &app,
+            "admin",
+            "POST",
+            KUBE_SYSTEM_SECRETS,
+            JSON,
+            Some(secret),
+        )
+        .await;
+        assert_eq!(code, StatusCode::CREATED, "{body}");
+    }
+    let boot = "abcdef.0123456789abcdef";
+    until_status(&app, boot, CLUSTER_INFO, StatusCode::OK).await;
+    // Expired tokens and tokens not meant for authentication are refused; so is a wrong secret.
+    for refused in [
+        "expird.0123456789abcdef",
+        "nousag.0123456789abcdef",
+        "abcdef.0123456789abcdee",
+    ] {
+        let (code, body) = call(&app, refused, "GET", CLUSTER_INFO, JSON, None).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{refused}: {body}");
+    }
+
+    // Anything but creating a node credential is forbidden.
+    let (code, s) = call(&app, boot, "GET", "/api/v1/namespaces", JSON, None).await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{s}");
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with(r#"namespaces is forbidden: User "system:bootstrap:abcdef" cannot list resource "namespaces""#),
+        "{s}"
+    );
+    let (code, s) = call(
+        &app,
+        boot,
+        "POST",
+        KUBE_SYSTEM_SECRETS,
+        JSON,
+        Some(node_token_secret("joined", "t", "Opaque")),
+    )
+    .await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "wrong type: {s}");
+    let (code, s) = call(
+        &app,
+        boot,
+        "POST",
+        "/api/v1/namespaces/default/secrets",
+        JSON,
+        Some(node_token_secret("joined", "t", NODE_TOKEN)),
+    )
+    .await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "wrong namespace: {s}");
+    let (code, s) = call(
+        &app,
+        boot,
+        "POST",
+        KUBE_SYSTEM_SECRETS,
+        JSON,
+        Some(node_token_secret("n1", "t", NODE_TOKEN)),
+    )
+    .await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "a configured node: {s}");
+
+    // A new node's credential: created once, never replaced.
+    let node_token = "joined-node-token";
+    let (code, s) = call(
+        &app,
+        boot,
+        "POST",
+        KUBE_SYSTEM_SECRETS,
+        JSON,
+        Some(node_token_secret("joined", node_token, NODE_TOKEN)),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{s}");
+    let (code, s) = call(
+        &app,
+        boot,
+        "POST",
+        KUBE_SYSTEM_SECRETS,
+        JSON,
+        Some(node_token_secret("joined", "another", NODE_TOKEN)),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CONFLICT, "{s}");
+    assert_eq!(s["reason"], "AlreadyExists");
+    let (code, s) = call(
+        &app,
+        boot,
+        "GET",
+        &format!("{KUBE_SYSTEM_SECRETS}/node-token-joined"),
+        JSON,
+        None,
+    )
+    .await;
+    assert_eq!(
+        code,
+        StatusCode::FORBIDDEN,
+        "bootstrappers cannot read credentials: {s}"
+    );
+
+    // The node token is the node's user: NodeRestriction applies to it.
+    until_status(&app, node_token, "/api/v1/nodes", StatusCode::OK).await;
+    let (code, s) = call(
+        &app,
+        node_token,
+        "POST",
+        "/api/v1/nodes",
+        JSON,
+        Some(node("joined")),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{s}");
+    let (code, s) = call(
+        &app,
+        node_token,
+        "POST",
+        "/api/v1/nodes",
+        JSON,
+        Some(node("other")),
+    )
+    .await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{s}");
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(r#"User "system:node:joined" cannot create resource "nodes""#),
+        "{s}"
+    );
+    // Deleting the Secret revokes the credential.
+    let (code, s) = call(
+        &app,
+        "admin",
+        "DELETE",
+        &format!("{KUBE_SYSTEM_SECRETS}/node-token-joined"),
+        JSON,
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{s}");
+    until_status(&app, node_token, "/api/v1/nodes", StatusCode::UNAUTHORIZED).await;
+}

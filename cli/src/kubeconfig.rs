@@ -25,8 +25,14 @@ pub struct Access<'a> {
 
 /// Writes `dir/kubeconfig` (atomically, owner-only: it holds the admin token).
 pub fn write(dir: &Path, access: &Access<'_>) -> anyhow::Result<PathBuf> {
-    use base64::Engine as _;
     let path = dir.join("kubeconfig");
+    wasmkube_apiserver::tls::write_private(&path, &render(access))?;
+    Ok(path)
+}
+
+/// The text of a kubeconfig for `access`.
+pub fn render(access: &Access<'_>) -> String {
+    use base64::Engine as _;
     let ca = access
         .ca_pem
         .map(|pem| {
@@ -40,7 +46,7 @@ pub fn write(dir: &Path, access: &Access<'_>) -> anyhow::Result<PathBuf> {
         Some(t) => format!("\n    token: {t}"),
         None => " {}".to_string(),
     };
-    let text = format!(
+    format!(
         "apiVersion: v1
 kind: Config
 clusters:
@@ -59,18 +65,21 @@ contexts:
 current-context: wasmkube
 ",
         server = access.server
-    );
-    wasmkube_apiserver::tls::write_private(&path, &text)?;
-    Ok(path)
+    )
 }
 
 /// A kube-rs client from a kubeconfig file (CA, token), as every component connects.
 pub async fn client(path: &Path) -> anyhow::Result<kube::Client> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let kc = kube::config::Kubeconfig::read_from(path)
         .with_context(|| format!("reading {}", path.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+    client_from(kc)
         .await
-        .with_context(|| format!("using {}", path.display()))?;
+        .with_context(|| format!("using {}", path.display()))
+}
+
+/// A kube-rs client from a parsed kubeconfig.
+pub async fn client_from(kc: kube::config::Kubeconfig) -> anyhow::Result<kube::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
     Ok(kube::Client::try_from(config)?)
 }

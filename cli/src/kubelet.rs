@@ -11,15 +11,31 @@ use wasmkube_kubelet::{KubeletConfig, Taint};
 /// Flags of `wasmkube kubelet`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct KubeletArgs {
-    /// Kubeconfig with this node's credential.
+    /// Kubeconfig with this node's credential (required).
     #[arg(long, env = "KUBECONFIG")]
-    pub kubeconfig: PathBuf,
+    pub kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+impl NodeArgs {
+    /// `--data-dir`, which every form of `wasmkube kubelet` needs.
+    pub fn data_dir(&self) -> anyhow::Result<PathBuf> {
+        self.data_dir
+            .clone()
+            .context("wasmkube kubelet: --data-dir is required")
+    }
+}
+
+/// The node's flags, shared by `wasmkube kubelet` and `wasmkube kubelet join`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct NodeArgs {
     /// The Node's name [default: this host's name].
     #[arg(long)]
     pub node_name: Option<String>,
-    /// Images, compiled code and pod logs live here.
+    /// Images, compiled code and pod logs live here (required).
     #[arg(long)]
-    pub data_dir: PathBuf,
+    pub data_dir: Option<PathBuf>,
     /// Kubelet API address (logs, stats); port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
@@ -88,8 +104,17 @@ pub fn default_node_name() -> String {
 }
 
 pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
+    let kubeconfig = args
+        .kubeconfig
+        .context("wasmkube kubelet: --kubeconfig (or KUBECONFIG) is required")?;
+    run_node(&kubeconfig, args.node).await
+}
+
+/// Runs the kubelet with the credential in `kubeconfig` until SIGINT or SIGTERM.
+pub async fn run_node(kubeconfig: &std::path::Path, args: NodeArgs) -> anyhow::Result<()> {
     let node = args.node_name.clone().unwrap_or_else(default_node_name);
-    let mut config = KubeletConfig::new(&node, args.data_dir.clone());
+    let data_dir = args.data_dir()?;
+    let mut config = KubeletConfig::new(&node, data_dir.clone());
     config.listen = args.listen;
     config.address = args.address;
     config.max_pods = args.max_pods;
@@ -118,12 +143,12 @@ pub async fn run(args: KubeletArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.local_path_dir {
         config.local_path_dir = dir.clone();
     }
-    let client = crate::kubeconfig::client(&args.kubeconfig).await?;
+    let client = crate::kubeconfig::client(kubeconfig).await?;
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(wasmkube_kubelet::run(client, config, shutdown.clone()));
     println!(
         "wasmkube kubelet: node {node}, data in {}",
-        args.data_dir.display()
+        data_dir.display()
     );
     crate::wait_for_signal().await?;
     shutdown.cancel();
@@ -163,6 +188,8 @@ pub fn image(cmd: Image) -> anyhow::Result<()> {
             .map(|e| e.path())
             .filter(|p| p.is_dir())
             .collect(),
+        // An `up` data dir (it has the cluster's pki/) without nodes/ yet is not a kubelet dir.
+        Err(_) if dir.join("pki").is_dir() => Vec::new(),
         Err(_) => vec![dir.clone()],
     };
     if targets.is_empty() {

@@ -8,6 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod controllers;
+mod join;
 mod kubeconfig;
 mod kubelet;
 mod scheduler;
@@ -114,6 +115,23 @@ pub struct UpArgs {
     pub node_monitor_grace_period: std::time::Duration,
 }
 
+/// `wasmkube kubelet [FLAGS]` or `wasmkube kubelet join [FLAGS]`.
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct KubeletCommand {
+    #[command(subcommand)]
+    join: Option<KubeletSubcommand>,
+    #[command(flatten)]
+    args: kubelet::KubeletArgs,
+}
+
+#[derive(Subcommand)]
+enum KubeletSubcommand {
+    /// Join a cluster with a bootstrap token (from `wasmkube token create`), pinning its CA by
+    /// hash; write the node's credential to DATA_DIR/kubeconfig and run the kubelet with it.
+    Join(join::JoinArgs),
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the whole cluster in one process (apiserver, scheduler, controllers, one kubelet)
@@ -125,8 +143,12 @@ enum Command {
     Scheduler(scheduler::SchedulerArgs),
     /// Run the controllers (ReplicaSet, Deployment, Job, GC, ...) against a kubeconfig.
     ControllerManager(controllers::ControllerArgs),
-    /// Run a node agent that runs the wasm pods bound to it.
-    Kubelet(kubelet::KubeletArgs),
+    /// Run a node agent that runs the wasm pods bound to it (`kubelet join`: join a cluster
+    /// first).
+    Kubelet(Box<KubeletCommand>),
+    /// Manage bootstrap tokens for joining nodes.
+    #[command(subcommand)]
+    Token(join::Token),
     /// Manage the nodes' module store.
     #[command(subcommand)]
     Image(kubelet::Image),
@@ -163,7 +185,14 @@ fn main() {
             Command::Apiserver(args) => serve::run(args, serve::Role::Apiserver).await,
             Command::Scheduler(args) => scheduler::run(args).await,
             Command::ControllerManager(args) => controllers::run(args).await,
-            Command::Kubelet(args) => kubelet::run(args).await,
+            Command::Kubelet(cmd) => match *cmd {
+                KubeletCommand {
+                    join: Some(KubeletSubcommand::Join(args)),
+                    ..
+                } => join::join(args).await,
+                KubeletCommand { args, .. } => kubelet::run(args).await,
+            },
+            Command::Token(cmd) => join::token(cmd).await,
             Command::Image(cmd) => kubelet::image(cmd),
             Command::Push(args) => kubelet::push(args).await,
             Command::Trace(t) => trace::run(t).await,

@@ -60,6 +60,13 @@ pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
         RangeAllocator::new(cluster, DEFAULT_NODE_CIDR_MASK)
             .map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?;
     }
+    // The nodes' dirs exist before the apiserver answers, so an `image import` right after
+    // start lands in them (not in the cluster's own dir).
+    for n in &nodes {
+        let node_dir = dir.join("nodes").join(n);
+        std::fs::create_dir_all(&node_dir)
+            .with_context(|| format!("creating {}", node_dir.display()))?;
+    }
     let mut node_tokens = Vec::new();
     for n in &nodes {
         node_tokens.push(match args.insecure {
@@ -144,6 +151,11 @@ pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
     println!("data dir: {}", dir.display());
     println!("kubeconfig: {}", kubeconfig.display());
     println!("  export KUBECONFIG={}", kubeconfig.display());
+    if let Some(ca) = &ca_pem {
+        // Joining nodes read the server's CA here before they trust it (kubeadm's discovery).
+        let client = kubeconfig::client(&kubeconfig).await?;
+        crate::join::publish_cluster_info(client, &url, ca).await?;
+    }
     let mut components = Vec::new();
     if matches!(role, Role::Cluster { .. }) {
         // The control plane talks to the apiserver like any client: through the kubeconfig.

@@ -1,6 +1,6 @@
 //! Secure by default: HTTPS with the generated CA, bearer tokens, 401 for anonymous requests.
 
-use crate::support::{eventually, example_guest, Cluster};
+use crate::support::{eventually, example_guest, wasmkube, Cluster};
 
 #[test]
 fn anonymous_requests_get_401_except_health_and_version() {
@@ -123,5 +123,198 @@ fn the_kubelet_api_requires_the_apiservers_credential() {
     assert_eq!(
         curl_kubelet(&format!("http://127.0.0.1:{port}/healthz"), None),
         (200, "ok".to_string())
+    );
+}
+
+/// A child process killed when dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `wasmkube` with `args`, asserts failure and returns stderr.
+fn wasmkube_fails(args: &[String]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+        .args(args)
+        .output()
+        .expect("run wasmkube");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "wasmkube {args:?} should fail: {stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn a_node_joins_with_a_bootstrap_token_and_runs_pods() {
+    let c = Cluster::start();
+    let printed = wasmkube(&[
+        "token".as_ref(),
+        "create".as_ref(),
+        "--data-dir".as_ref(),
+        c.dir.path().as_os_str(),
+    ]);
+    let join: Vec<String> = printed.split_whitespace().map(str::to_string).collect();
+    assert_eq!(printed.lines().count(), 1, "{printed}");
+    assert_eq!(
+        join[..4],
+        ["wasmkube", "kubelet", "join", "--server"],
+        "{printed}"
+    );
+    assert_eq!(join[4], c.url);
+    assert_eq!(
+        (join[5].as_str(), join[7].as_str()),
+        ("--token", "--ca-cert-hash")
+    );
+    let (token, hash) = (join[6].clone(), join[8].clone());
+    assert!(
+        hash.starts_with("sha256:") && hash.len() == 7 + 64,
+        "{hash}"
+    );
+    let nodes = tempfile::tempdir().expect("temp dir");
+    let node_dir = nodes.path().join("joined");
+    let join_args = |token: &str, hash: &str, name: &str, dir: &std::path::Path| -> Vec<String> {
+        [
+            "kubelet",
+            "join",
+            "--server",
+            &c.url,
+            "--token",
+            token,
+            "--ca-cert-hash",
+            hash,
+            "--node-name",
+            name,
+            "--data-dir",
+            dir.to_str().expect("utf-8 path"),
+            "--proxy=false",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+
+    // A pin that is not the cluster's CA: refused before any credential is sent.
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let err = wasmkube_fails(&join_args(&token, &wrong, "joined", &node_dir));
+    assert!(
+        err.contains(&format!(
+            "the cluster CA's hash is {hash}, not the --ca-cert-hash {wrong}"
+        )),
+        "{err}"
+    );
+    // A token the cluster never issued: 401, said plainly.
+    let err = wasmkube_fails(&join_args(
+        "abcdef.0123456789abcdef",
+        &hash,
+        "joined",
+        &node_dir,
+    ));
+    assert!(
+        err.contains("refused the bootstrap token (401 Unauthorized)"),
+        "{err}"
+    );
+    assert!(!node_dir.join("kubeconfig").exists());
+
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+        .args(join_args(&token, &hash, "joined", &node_dir))
+        .env("WASMKUBE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start wasmkube kubelet join");
+    let _joined = Running(child);
+    eventually(60, "node joined is Ready", || {
+        let out = c.kubectl(&[
+            "get",
+            "node",
+            "joined",
+            "-o",
+            r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#,
+        ]);
+        (String::from_utf8_lossy(&out.stdout) == "True").then_some(())
+    });
+    let kubeconfig = node_dir.join("kubeconfig");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&kubeconfig)
+        .expect("kubeconfig")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "the node credential is private: {mode:o}");
+
+    // A pod pinned to the joined node runs there, and its logs come through the apiserver.
+    let image = "wasmkube.local/counter:v1";
+    wasmkube(&[
+        "image".as_ref(),
+        "import".as_ref(),
+        example_guest("counter").as_os_str(),
+        image.as_ref(),
+        "--data-dir".as_ref(),
+        node_dir.as_os_str(),
+    ]);
+    c.ok_in(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "on-joined"}},
+            "spec": {{"terminationGracePeriodSeconds": 1,
+            "nodeSelector": {{"kubernetes.io/hostname": "joined"}},
+            "containers": [{{"name": "counter", "image": "{image}", "imagePullPolicy": "Never",
+            "env": [{{"name": "INTERVAL_MS", "value": "100"}}]}}]}}}}"#
+        ),
+    );
+    eventually(
+        90,
+        "kubectl logs shows the counter on the joined node",
+        || {
+            let out = c.kubectl(&["logs", "on-joined"]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            (out.status.success() && text.contains("count 1")).then_some(())
+        },
+    );
+    assert_eq!(
+        c.ok(&["get", "pod", "on-joined", "-o", "jsonpath={.spec.nodeName}"]),
+        "joined"
+    );
+
+    // The same name again: the credential exists and is not replaced.
+    let err = wasmkube_fails(&join_args(
+        &token,
+        &hash,
+        "joined",
+        &nodes.path().join("again"),
+    ));
+    assert!(
+        err.contains("node joined already joined: its credential exists; delete secret kube-system/node-token-joined to rejoin"),
+        "{err}"
+    );
+
+    // Its data dir already holds a credential: join says how to restart instead.
+    let err = wasmkube_fails(&join_args(&token, &hash, "joined", &node_dir));
+    assert!(err.contains("already joined a cluster"), "{err}");
+
+    // The joined node's credential is a node's: it cannot change another node.
+    let up_node = c
+        .ok(&["get", "nodes", "-o", "name"])
+        .lines()
+        .map(|l| l.trim_start_matches("node/").to_string())
+        .find(|n| n != "joined")
+        .expect("up's node");
+    let err = c.err(&[
+        "--kubeconfig",
+        kubeconfig.to_str().expect("utf-8 path"),
+        "label",
+        "node",
+        &up_node,
+        "stolen=yes",
+    ]);
+    assert!(
+        err.contains(
+            r#"User "system:node:joined" cannot patch resource "nodes" in API group "" at the cluster scope"#
+        ),
+        "{err}"
     );
 }
