@@ -3,7 +3,6 @@
 //! works with nothing else running).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -84,15 +83,10 @@ pub async fn run_finalizer(
     cache: Arc<NamespaceCache>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    loop {
-        if let Err(e) = finalize_pending(store.as_ref(), &cache, &shutdown).await {
-            tracing::warn!(error = %e, "namespace finalizer: retrying");
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
+    crate::storage::follow_until_shutdown("namespace finalizer", &shutdown, || {
+        finalize_pending(store.as_ref(), &cache, &shutdown)
+    })
+    .await;
 }
 
 /// Lists namespaces being deleted and finalizes them, then follows the namespace watch.

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use base64::Engine as _;
 use futures::StreamExt;
@@ -194,15 +193,10 @@ pub async fn run(
     table: Arc<SecretTokens>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    loop {
-        if let Err(e) = follow(store.as_ref(), &table, &shutdown).await {
-            tracing::warn!(error = %e, "token secrets: relisting");
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
+    crate::storage::follow_until_shutdown("token secrets", &shutdown, || {
+        follow(store.as_ref(), &table, &shutdown)
+    })
+    .await;
 }
 
 async fn follow(

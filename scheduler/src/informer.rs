@@ -36,45 +36,20 @@ pub async fn pods(
     tx: Sender<Input>,
     stop: CancellationToken,
 ) -> Result<(), InformerError> {
-    let api: Api<Pod> = Api::all(client);
     // Upstream's informer selects `status.phase!=Succeeded,status.phase!=Failed`; the loop
     // drops finished pods instead, because a field-selected watch makes the apiserver decode
     // each modified pod's previous version to tell whether it left the selection.
-    let cfg = watcher::Config::default();
-    let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
-    let mut seen: Option<HashSet<PodKey>> = None;
-    loop {
-        let ev = tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            ev = stream.next() => ev,
-        };
-        let Some(ev) = ev else { return Ok(()) };
-        let input = match ev {
-            Ok(Event::Apply(p)) | Ok(Event::InitApply(p)) => {
-                if let Some(s) = seen.as_mut() {
-                    s.insert(pod_key(&p));
-                }
-                match PodInfo::new(Arc::new(p)) {
-                    Ok(info) => Input::PodApply(Arc::new(info)),
-                    Err(e) => {
-                        tracing::warn!("ignoring pod: {e}");
-                        continue;
-                    }
-                }
-            }
-            Ok(Event::Delete(p)) => Input::PodDelete(pod_key(&p)),
-            Ok(Event::Init) => {
-                seen = Some(HashSet::new());
-                continue;
-            }
-            Ok(Event::InitDone) => Input::PodsSynced(seen.take().unwrap_or_default()),
-            Err(e) => {
-                tracing::warn!("pod watch: {e}");
-                continue;
-            }
-        };
-        tx.send(input).map_err(|_| InformerError::LoopGone)?;
-    }
+    relay(
+        Api::<Pod>::all(client),
+        tx,
+        stop,
+        "pod",
+        pod_key,
+        |p| PodInfo::new(Arc::new(p)).map(|info| Input::PodApply(Arc::new(info))),
+        Input::PodDelete,
+        Input::PodsSynced,
+    )
+    .await
 }
 
 /// Watches nodes.
@@ -83,43 +58,17 @@ pub async fn nodes(
     tx: Sender<Input>,
     stop: CancellationToken,
 ) -> Result<(), InformerError> {
-    let api: Api<Node> = Api::all(client);
-    let mut stream = watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
-    let mut seen: Option<HashSet<String>> = None;
-    loop {
-        let ev = tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            ev = stream.next() => ev,
-        };
-        let Some(ev) = ev else { return Ok(()) };
-        let input = match ev {
-            Ok(Event::Apply(n)) | Ok(Event::InitApply(n)) => {
-                if let Some(s) = seen.as_mut() {
-                    s.insert(n.name_any());
-                }
-                match NodeSpec::new(Arc::new(n)) {
-                    Ok(spec) => Input::NodeApply(spec),
-                    Err(e) => {
-                        tracing::warn!("ignoring node: {e}");
-                        continue;
-                    }
-                }
-            }
-            Ok(Event::Delete(n)) => Input::NodeDelete(n.name_any()),
-            Ok(Event::Init) => {
-                seen = Some(HashSet::new());
-                continue;
-            }
-            Ok(Event::InitDone) => Input::NodesSynced(seen.take().unwrap_or_default()),
-            Err(e) => {
-                tracing::warn!("node watch: {e}");
-                continue;
-            }
-        };
-        tx.send(input).map_err(|_| InformerError::LoopGone)?;
-    }
+    relay(
+        Api::<Node>::all(client),
+        tx,
+        stop,
+        "node",
+        |n: &Node| n.name_any(),
+        |n| NodeSpec::new(Arc::new(n)).map(Input::NodeApply),
+        Input::NodeDelete,
+        Input::NodesSynced,
+    )
+    .await
 }
 
 /// Watches one kind of storage object (claims, volumes or classes) for the VolumeBinding
@@ -139,15 +88,50 @@ where
         + Send
         + 'static,
 {
-    let api: Api<K> = Api::all(client);
+    relay(
+        Api::<K>::all(client),
+        tx,
+        stop,
+        &format!("{kind:?}"),
+        |o: &K| match o.namespace() {
+            Some(ns) => crate::volumes::claim_key(&ns, &o.name_any()),
+            None => o.name_any(),
+        },
+        |o| Ok::<_, std::convert::Infallible>(Input::VolumeApply(wrap(Arc::new(o)))),
+        |key| Input::VolumeDelete(kind, key),
+        |seen| Input::VolumesSynced(kind, seen),
+    )
+    .await
+}
+
+/// The loop every informer runs: watch `api` until `stop`, turn each object into an input with
+/// `apply` (objects it refuses are logged and skipped), deletions into `delete(key)`, and each
+/// relist into `synced(keys seen)`, and hand them to the scheduling loop.
+#[allow(clippy::too_many_arguments)]
+async fn relay<K, Key, E>(
+    api: Api<K>,
+    tx: Sender<Input>,
+    stop: CancellationToken,
+    what: &str,
+    key: impl Fn(&K) -> Key,
+    apply: impl Fn(K) -> Result<Input, E>,
+    delete: impl Fn(Key) -> Input,
+    synced: impl Fn(HashSet<Key>) -> Input,
+) -> Result<(), InformerError>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+    Key: Eq + std::hash::Hash,
+    E: std::fmt::Display,
+{
     let mut stream = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
-    let key = |o: &K| match o.namespace() {
-        Some(ns) => crate::volumes::claim_key(&ns, &o.name_any()),
-        None => o.name_any(),
-    };
-    let mut seen: Option<HashSet<String>> = None;
+    let mut seen: Option<HashSet<Key>> = None;
     loop {
         let ev = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
@@ -159,16 +143,22 @@ where
                 if let Some(s) = seen.as_mut() {
                     s.insert(key(&o));
                 }
-                Input::VolumeApply(wrap(Arc::new(o)))
+                match apply(o) {
+                    Ok(input) => input,
+                    Err(e) => {
+                        tracing::warn!("ignoring {what}: {e}");
+                        continue;
+                    }
+                }
             }
-            Ok(Event::Delete(o)) => Input::VolumeDelete(kind, key(&o)),
+            Ok(Event::Delete(o)) => delete(key(&o)),
             Ok(Event::Init) => {
                 seen = Some(HashSet::new());
                 continue;
             }
-            Ok(Event::InitDone) => Input::VolumesSynced(kind, seen.take().unwrap_or_default()),
+            Ok(Event::InitDone) => synced(seen.take().unwrap_or_default()),
             Err(e) => {
-                tracing::warn!("{kind:?} watch: {e}");
+                tracing::warn!("{what} watch: {e}");
                 continue;
             }
         };

@@ -106,6 +106,27 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 /// A stream of watch events in revision order. An error ends the stream.
 pub type WatchStream = BoxStream<'static, Result<WatchEvent>>;
 
+/// Runs `follow` (a list, then a watch of the store) until `shutdown`, starting over a second
+/// after each error: the loop of every apiserver-internal cache of stored objects.
+pub async fn follow_until_shutdown<F, Fut>(
+    what: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut follow: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), StorageError>>,
+{
+    loop {
+        if let Err(e) = follow().await {
+            tracing::warn!(error = %e, "{what}: starting over");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+    }
+}
+
 /// The storage seam. Implementations must be safe to share across tasks.
 #[async_trait::async_trait]
 pub trait Storage: Send + Sync + 'static {
