@@ -437,10 +437,8 @@ pub async fn paginated_list_is_consistent_under_writes(store: Arc<dyn Storage>) 
         }
     })
     .await;
-    let expected: BTreeMap<String, Bytes> = store
-        .list(opts("p/"))
-        .await
-        .expect("list")
+    let snapshot = store.list(opts("p/")).await.expect("list");
+    let expected: BTreeMap<String, Bytes> = snapshot
         .items
         .into_iter()
         .map(|kv| (kv.key, kv.value))
@@ -478,7 +476,9 @@ pub async fn paginated_list_is_consistent_under_writes(store: Arc<dyn Storage>) 
     };
 
     let mut seen = BTreeMap::new();
-    let mut revision = None;
+    // Paging starts at the snapshot's revision: the writer may already have written by the
+    // time the first page is asked for.
+    let mut revision = Some(snapshot.revision);
     let mut start_after = None;
     loop {
         let page = store
