@@ -126,7 +126,7 @@ pub async fn startup(
     let stop = CancellationToken::new();
     let _stop_on_return = stop.clone().drop_guard();
     let config = KubeletConfig::new(NODE, data_dir.clone());
-    tokio::spawn(crate::run(client.clone(), config, stop.clone()));
+    let kubelet = tokio::spawn(crate::run(client.clone(), config, stop.clone()));
     let nodes: Api<Node> = Api::all(client.clone());
     wait(
         Duration::from_secs(30),
@@ -144,7 +144,7 @@ pub async fn startup(
     let (tx, mut running) = mpsc::unbounded_channel::<(String, Instant)>();
     let watch_cfg = watcher::Config::default().labels("wasmkube.io/bench=startup");
     let mut events = Box::pin(watcher(api.clone(), watch_cfg).applied_objects());
-    tokio::spawn(async move {
+    let watch = tokio::spawn(async move {
         while let Some(Ok(p)) = events.next().await {
             let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
             if matches!(phase, Some("Running" | "Succeeded")) {
@@ -203,6 +203,11 @@ pub async fn startup(
         }
     }
     bare.remove(0);
+    // Stop the kubelet before the caller stops the apiserver: a quiet exit, no failed
+    // requests from a kubelet still syncing.
+    watch.abort();
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), kubelet).await;
 
     latencies.sort_by(f64::total_cmp);
     bare.sort_by(f64::total_cmp);
