@@ -108,9 +108,15 @@ pub async fn authorize(
         .filter(|_| user.groups.iter().any(|g| g == NODES));
     let denied = match node {
         Some(node) => {
-            // A create names its object in the body, not the path.
+            // A create names its object in the body, not the path; a list or watch of one
+            // object names it in `fieldSelector=metadata.name=...` (upstream's node
+            // authorizer allows exactly that shape for the secrets a node's pods use).
             let name = match verb {
                 "create" => created().map(|o| crate::object::name(&o).to_string()),
+                "list" | "watch" if target.name.is_none() => params
+                    .get("fieldSelector")
+                    .and_then(|s| crate::selectors::FieldSelector::parse(s, target.def).ok())
+                    .and_then(|f| f.name().map(str::to_string)),
                 _ => target.name.clone(),
             };
             node_rule(server, node, verb, target, name.as_deref().unwrap_or("")).await?
@@ -186,8 +192,9 @@ async fn node_rule(
         }
     };
     Ok(match (def.group, def.storage, sub) {
-        // Secrets are read only by name, and only those its pods use.
-        ("", "secrets", None) if verb == "get" => {
+        // Secrets are read only by name (a get, or a list/watch selecting one name), and only
+        // those its pods use.
+        ("", "secrets", None) if read && !name.is_empty() => {
             if pods_use_secret(
                 server,
                 node,
@@ -203,7 +210,7 @@ async fn node_rule(
                 ))
             }
         }
-        ("", "secrets", _) => Some("nodes may only get secrets their pods use".into()),
+        ("", "secrets", _) => Some("nodes may only read secrets their pods use, by name".into()),
         _ if read && sub != Some("log") && sub != Some("exec") => None,
         ("", "nodes", None | Some("status")) if matches!(verb, "create" | "update" | "patch") => {
             own("Node")

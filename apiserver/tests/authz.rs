@@ -341,6 +341,34 @@ async fn a_node_reads_only_the_secrets_its_pods_use() {
         .0,
         StatusCode::FORBIDDEN
     );
+    // A list or watch of one secret by name (the kubelet's per-object watch), only for the
+    // secrets its pods use.
+    let (code, list) = call(
+        &app,
+        "n1",
+        "GET",
+        "/api/v1/namespaces/default/secrets?fieldSelector=metadata.name%3Dmine",
+        JSON,
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{list}");
+    assert_eq!(list["items"][0]["metadata"]["name"], "mine");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
+    let watch = "/api/v1/namespaces/default/secrets?watch=1&timeoutSeconds=1&fieldSelector=metadata.name%3Dmine";
+    assert_eq!(
+        call(&app, "n1", "GET", watch, JSON, None).await.0,
+        StatusCode::OK
+    );
+    for refused in [
+        "/api/v1/namespaces/default/secrets?fieldSelector=metadata.name%3Dtheirs",
+        "/api/v1/namespaces/default/secrets?watch=1&timeoutSeconds=1&fieldSelector=metadata.name%3Dtheirs",
+        "/api/v1/namespaces/default/secrets?watch=1&timeoutSeconds=1",
+        "/api/v1/namespaces/default/secrets?fieldSelector=metadata.name!%3Dmine",
+    ] {
+        let (code, status) = call(&app, "n1", "GET", refused, JSON, None).await;
+        assert_eq!(code, StatusCode::FORBIDDEN, "{refused}: {status}");
+    }
     // Unknown tokens are 401, not 403.
     assert_eq!(
         call(&app, "bogus", "GET", "/api/v1/namespaces", JSON, None)

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod image;
 pub mod network;
 pub mod node;
+pub mod objects;
 pub mod pod;
 pub mod runtime;
 pub mod server;
@@ -274,6 +275,7 @@ pub async fn run(
     let network = Arc::new(network);
     tracing::info!(node = %config.node_name, pod_cidr = %network.ipam.cidr(), "pod network");
     let kubelet = Arc::new(supervisor::Kubelet {
+        objects: Arc::new(objects::Objects::new(client.clone())),
         client: client.clone(),
         config: config.clone(),
         runtime,

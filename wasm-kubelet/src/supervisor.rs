@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{Container, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event as RecordedEvent, EventType, Recorder};
 use kube::runtime::watcher::{self, watcher};
@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::image::{self, Images, PullPolicy};
 use crate::network::policy::NodeNetwork;
+use crate::objects::Objects;
 use crate::pod::{self, step, Action, ContainerState, Event, Phase, PodState, Slot, Termination};
 use crate::runtime::logs::{LogFile, Stream};
 use crate::runtime::probe;
@@ -41,6 +42,8 @@ pub(crate) struct Kubelet {
     pub recorder: Recorder,
     /// The network plugin: pod addresses, socket policy, Service names.
     pub network: Arc<NodeNetwork>,
+    /// The configMaps and secrets the pods use, watched (volumes and env read them here).
+    pub objects: Arc<Objects>,
 }
 
 impl Kubelet {
@@ -498,7 +501,14 @@ async fn supervise(k: Arc<Kubelet>, mut updates: watch::Receiver<Option<Pod>>) {
     let mut published: Option<Value> = None;
     let mut kill_at: Option<tokio::time::Instant> = None;
     let mut republish_at: Option<tokio::time::Instant> = None;
-    let volumes = Arc::new(PodVolumes::new(k.client.clone(), k.config.clone(), &first));
+    let volumes = Arc::new(PodVolumes::new(
+        k.client.clone(),
+        k.config.clone(),
+        k.objects.clone(),
+        &first,
+    ));
+    // However the pod's task ends, the configMap/secret watches only it used stop.
+    let _release = ReleaseObjects(k.objects.clone(), uid.clone());
     let volume_sync = tokio::spawn(sync_volumes(
         k.clone(),
         volumes.clone(),
@@ -730,6 +740,15 @@ async fn supervise(k: Arc<Kubelet>, mut updates: watch::Receiver<Option<Pod>>) {
                 stops.values().for_each(CancellationToken::cancel);
             }
         }
+    }
+}
+
+/// Releases a pod's configMap/secret references when dropped.
+struct ReleaseObjects(Arc<Objects>, String);
+
+impl Drop for ReleaseObjects {
+    fn drop(&mut self) {
+        self.0.release(&self.1);
     }
 }
 
@@ -1166,8 +1185,8 @@ async fn resolve_env(
     def: &Container,
 ) -> Result<Vec<(String, String)>, String> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let config_maps: Api<ConfigMap> = Api::namespaced(k.client.clone(), ns);
-    let secrets: Api<Secret> = Api::namespaced(k.client.clone(), ns);
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let (config_maps, secrets) = (&k.objects.config_maps, &k.objects.secrets);
     let mut env: Vec<(String, String)> = Vec::new();
     let set = |env: &mut Vec<(String, String)>, key: String, value: String| {
         env.retain(|(k, _)| *k != key);
@@ -1176,22 +1195,25 @@ async fn resolve_env(
     for from in def.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         if let Some(r) = &from.config_map_ref {
-            match config_maps.get(&r.name).await {
-                Ok(cm) => {
-                    for (key, v) in cm.data.unwrap_or_default() {
-                        set(&mut env, format!("{prefix}{key}"), v);
+            let optional = r.optional.unwrap_or(false);
+            match config_maps.get(ns, &r.name, uid).await {
+                Ok(Some(cm)) => {
+                    for (key, v) in cm.data.iter().flatten() {
+                        set(&mut env, format!("{prefix}{key}"), v.clone());
                     }
                 }
-                Err(e) if !r.optional.unwrap_or(false) => {
-                    return Err(format!("configmap {:?}: {e}", r.name))
+                Ok(None) if !optional => {
+                    return Err(format!("configmap {:?} not found", r.name));
                 }
-                Err(_) => {}
+                Err(e) if !optional => return Err(e),
+                Ok(None) | Err(_) => {}
             }
         }
         if let Some(r) = &from.secret_ref {
-            match secrets.get(&r.name).await {
-                Ok(s) => {
-                    for (key, v) in s.data.unwrap_or_default() {
+            let optional = r.optional.unwrap_or(false);
+            match secrets.get(ns, &r.name, uid).await {
+                Ok(Some(s)) => {
+                    for (key, v) in s.data.iter().flatten() {
                         set(
                             &mut env,
                             format!("{prefix}{key}"),
@@ -1199,10 +1221,9 @@ async fn resolve_env(
                         );
                     }
                 }
-                Err(e) if !r.optional.unwrap_or(false) => {
-                    return Err(format!("secret {:?}: {e}", r.name))
-                }
-                Err(_) => {}
+                Ok(None) if !optional => return Err(format!("secret {:?} not found", r.name)),
+                Err(e) if !optional => return Err(e),
+                Ok(None) | Err(_) => {}
             }
         }
     }
@@ -1233,10 +1254,11 @@ async fn resolve_env(
             } else if let Some(r) = &from.config_map_key_ref {
                 let optional = r.optional.unwrap_or(false);
                 match config_maps
-                    .get(&r.name)
+                    .get(ns, &r.name, uid)
                     .await
                     .ok()
-                    .and_then(|cm| cm.data?.get(&r.key).cloned())
+                    .flatten()
+                    .and_then(|cm| cm.data.as_ref()?.get(&r.key).cloned())
                 {
                     Some(v) => v,
                     None if optional => continue,
@@ -1250,10 +1272,11 @@ async fn resolve_env(
             } else if let Some(r) = &from.secret_key_ref {
                 let optional = r.optional.unwrap_or(false);
                 match secrets
-                    .get(&r.name)
+                    .get(ns, &r.name, uid)
                     .await
                     .ok()
-                    .and_then(|s| s.data?.get(&r.key).cloned())
+                    .flatten()
+                    .and_then(|s| s.data.as_ref()?.get(&r.key).cloned())
                 {
                     Some(v) => String::from_utf8_lossy(&v.0).into_owned(),
                     None if optional => continue,

@@ -4,8 +4,7 @@
 use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{ConfigMap, ConfigMapVolumeSource, KeyToPath};
-use kube::Api;
+use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, KeyToPath};
 
 use super::atomic::{self, FileProjection, Payload};
 use super::{Context, Mounted, VolumeError, VolumePlugin};
@@ -51,23 +50,24 @@ pub(crate) async fn payload(
     default_mode: Option<i32>,
     optional: Option<bool>,
 ) -> Result<Payload, VolumeError> {
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ctx.namespace());
-    let found = api
-        .get_opt(name)
+    let found = ctx
+        .objects
+        .config_maps
+        .get(ctx.namespace(), name, ctx.uid())
         .await
-        .map_err(|e| VolumeError::Waiting(format!("configmap {name:?}: {e}")))?;
+        .map_err(VolumeError::Waiting)?;
     let data = found.map(|cm| {
         let mut data: BTreeMap<String, Vec<u8>> = cm
             .data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.into_bytes()))
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
             .collect();
         data.extend(
             cm.binary_data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0)),
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.0.clone())),
         );
         data
     });

@@ -23,11 +23,13 @@ pub mod secret;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Container, Pod, Volume};
 use kube::Client;
 
+use crate::objects::Objects;
 pub use crate::runtime::sandbox::Preopen;
 use crate::KubeletConfig;
 
@@ -73,6 +75,8 @@ pub struct Context<'a> {
     pub client: &'a Client,
     /// The kubelet's configuration (hostPath prefixes, local-path dir).
     pub config: &'a KubeletConfig,
+    /// The configMaps and secrets of the node's pods (watched; no request per read).
+    pub objects: &'a Objects,
     /// The pod (its latest version: downwardAPI projects its labels and annotations).
     pub pod: &'a Pod,
     /// The directory reserved for this volume under the pod's volumes dir (not created yet).
@@ -83,6 +87,11 @@ impl Context<'_> {
     /// The pod's namespace.
     pub fn namespace(&self) -> &str {
         self.pod.metadata.namespace.as_deref().unwrap_or("default")
+    }
+
+    /// The pod's uid (whose references keep objects watched).
+    pub fn uid(&self) -> &str {
+        self.pod.metadata.uid.as_deref().unwrap_or_default()
     }
 }
 
@@ -163,6 +172,7 @@ struct Entry {
 pub struct PodVolumes {
     client: Client,
     config: KubeletConfig,
+    objects: Arc<Objects>,
     root: PathBuf,
     entries: tokio::sync::Mutex<BTreeMap<String, Entry>>,
     /// A volume whose source is unsupported (reported at set-up).
@@ -171,7 +181,7 @@ pub struct PodVolumes {
 
 impl PodVolumes {
     /// The volumes of `pod` (nothing touches the disk yet).
-    pub fn new(client: Client, config: KubeletConfig, pod: &Pod) -> Self {
+    pub fn new(client: Client, config: KubeletConfig, objects: Arc<Objects>, pod: &Pod) -> Self {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let root = pod_volumes_dir(&config.data_dir, &uid);
         let mut entries = BTreeMap::new();
@@ -198,6 +208,7 @@ impl PodVolumes {
         Self {
             client,
             config,
+            objects,
             root,
             entries: tokio::sync::Mutex::new(entries),
             invalid,
@@ -215,6 +226,7 @@ impl PodVolumes {
             let ctx = Context {
                 client: &self.client,
                 config: &self.config,
+                objects: &self.objects,
                 pod,
                 dir: &e.dir,
             };
@@ -239,6 +251,7 @@ impl PodVolumes {
             let ctx = Context {
                 client: &self.client,
                 config: &self.config,
+                objects: &self.objects,
                 pod,
                 dir: &e.dir,
             };

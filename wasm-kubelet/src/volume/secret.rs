@@ -4,8 +4,7 @@
 use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{KeyToPath, Secret, SecretVolumeSource};
-use kube::Api;
+use k8s_openapi::api::core::v1::{KeyToPath, SecretVolumeSource};
 
 use super::atomic::{self, Payload};
 use super::{config_map, Context, Mounted, VolumeError, VolumePlugin};
@@ -52,21 +51,23 @@ pub(crate) async fn payload(
     default_mode: Option<i32>,
     optional: Option<bool>,
 ) -> Result<Payload, VolumeError> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ctx.namespace());
-    let found = api
-        .get_opt(name)
+    let found = ctx
+        .objects
+        .secrets
+        .get(ctx.namespace(), name, ctx.uid())
         .await
-        .map_err(|e| VolumeError::Waiting(format!("secret {name:?}: {e}")))?;
+        .map_err(VolumeError::Waiting)?;
     let data = found.map(|s| {
         let mut data: BTreeMap<String, Vec<u8>> = s
             .data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.0))
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
             .collect();
         // stringData is write-only upstream; an apiserver that kept it still means the same.
-        for (k, v) in s.string_data.unwrap_or_default() {
-            data.entry(k).or_insert_with(|| v.into_bytes());
+        for (k, v) in s.string_data.iter().flatten() {
+            data.entry(k.clone())
+                .or_insert_with(|| v.clone().into_bytes());
         }
         data
     });

@@ -7,6 +7,7 @@ mod guests;
 mod kubelet;
 mod logs;
 mod network;
+mod objects;
 mod registry;
 mod runtime;
 mod volumes;
