@@ -277,6 +277,27 @@ async fn check_namespace_accepts(ctx: &Ctx<'_>, ns: &str) -> Result<(), ApiError
     Ok(())
 }
 
+/// StorageObjectInUseProtection admission: claims and volumes are created with the finalizer
+/// that the pvc-/pv-protection controllers remove once nothing uses them, so deleting a claim
+/// a pod still mounts (or a bound volume) leaves it `Terminating` instead of losing its data.
+fn admit_storage_object_in_use_protection(def: &ResourceDef, obj: &mut Value) {
+    let finalizer = match (def.group, def.storage) {
+        ("", "persistentvolumeclaims") => "kubernetes.io/pvc-protection",
+        ("", "persistentvolumes") => "kubernetes.io/pv-protection",
+        _ => return,
+    };
+    let meta = object::meta_mut(obj);
+    let list = meta.entry("finalizers").or_insert_with(|| json!([]));
+    if !list.is_array() {
+        *list = json!([]);
+    }
+    if let Some(list) = list.as_array_mut() {
+        if !list.iter().any(|f| f.as_str() == Some(finalizer)) {
+            list.push(json!(finalizer));
+        }
+    }
+}
+
 /// DefaultStorageClass admission: a claim created without a class (no `spec.storageClassName`
 /// and no beta `volume.beta.kubernetes.io/storage-class` annotation; an explicit `""` means "no
 /// class") gets the default class. With several defaults the newest wins, then the first name,
@@ -364,6 +385,7 @@ async fn create_object(ctx: &Ctx<'_>, mut obj: Value, record: bool) -> Result<Va
     if def.storage == "persistentvolumeclaims" {
         admit_default_storage_class(ctx, &mut obj).await?;
     }
+    admit_storage_object_in_use_protection(def, &mut obj);
     // A generated name that collides is generated again, as upstream retries.
     for attempt in 0..5 {
         if !explicit {

@@ -15,19 +15,16 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{
-    Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy,
-};
+use kube::api::{Api, DeleteParams, DynamicObject, Preconditions, PropagationPolicy};
 use kube::discovery::{verbs, ApiResource, Discovery, Scope};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::ControllerConfig;
+use crate::{finalizers, ControllerConfig};
 
 const FOREGROUND: &str = "foregroundDeletion";
 /// How long an owner deleted with `orphan` propagation waits before its dependents are freed:
@@ -514,30 +511,15 @@ async fn delete_dependents_first(ctx: &Ctx, obj: &DynamicObject, uid: &str) -> R
     Ok(())
 }
 
-/// Removes one finalizer, only from the exact list we saw (a JSON patch `test`), so finalizers
-/// others add or remove meanwhile are never lost.
+/// Removes one finalizer, only from the exact list we saw, so finalizers others add or remove
+/// meanwhile are never lost.
 async fn remove_finalizer(ctx: &Ctx, obj: &DynamicObject, finalizer: &str) -> Result<(), Error> {
-    let current = obj.finalizers().to_vec();
-    let kept: Vec<&String> = current.iter().filter(|f| *f != finalizer).collect();
-    let ops = json!([
-        {"op": "test", "path": "/metadata/finalizers", "value": current},
-        {"op": "replace", "path": "/metadata/finalizers", "value": kept},
-    ]);
-    let patch: json_patch::Patch = serde_json::from_value(ops)
-        .map_err(|e| api_error(ctx, obj, "building a patch", kube::Error::SerdeError(e)))?;
     let api = ctx.gc.api(ctx.kind, obj.namespace().as_deref());
-    match api
-        .patch(
-            &obj.name_any(),
-            &PatchParams::default(),
-            &Patch::Json::<()>(patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        // Gone; or changed since we looked (the next event brings it back here).
-        Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409 | 422) => Ok(()),
+    match finalizers::remove(&api, obj, finalizer).await {
+        // Changed since we looked: the next event brings it back here.
+        Err(e) if finalizers::changed(&e) => Ok(()),
         Err(source) => Err(api_error(ctx, obj, "removing a finalizer", source)),
+        Ok(()) => Ok(()),
     }
 }
 

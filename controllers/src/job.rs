@@ -16,16 +16,16 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::expectations::Expectations;
+use crate::finalizers;
 use crate::podutil;
 use crate::ControllerConfig;
 
@@ -145,59 +145,20 @@ fn error_policy(_job: Arc<Job>, error: &Error, _ctx: Arc<Ctx>) -> Action {
 }
 
 fn has_finalizer(pod: &Pod) -> bool {
-    pod.finalizers().iter().any(|f| f == TRACKING_FINALIZER)
+    finalizers::has(pod, TRACKING_FINALIZER)
 }
 
-/// Removes the tracking finalizer (JSON patch with a `test` of the list we saw, so other
-/// finalizers are never lost). Ok when it is already gone.
+/// Removes the tracking finalizer (other finalizers are never lost). Ok when it is already
+/// gone; a list that changed since the cache saw it is retried once from the live object.
 async fn remove_tracking_finalizer(api: &Api<Pod>, pod: &Pod) -> Result<(), kube::Error> {
-    let current = pod.finalizers().to_vec();
-    let kept: Vec<&String> = current
-        .iter()
-        .filter(|f| *f != TRACKING_FINALIZER)
-        .collect();
-    let ops = json!([
-        {"op": "test", "path": "/metadata/finalizers", "value": current},
-        {"op": "replace", "path": "/metadata/finalizers", "value": kept},
-    ]);
-    let patch: json_patch::Patch = serde_json::from_value(ops).map_err(kube::Error::SerdeError)?;
-    match api
-        .patch(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::Json::<()>(patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 422 || s.code == 409 => {
-            // The list changed since the cache saw it: retry once from the live object.
-            match api.get_opt(&pod.name_any()).await? {
-                Some(live) if has_finalizer(&live) && live.uid() == pod.uid() => {
-                    let current = live.finalizers().to_vec();
-                    let kept: Vec<&String> = current
-                        .iter()
-                        .filter(|f| *f != TRACKING_FINALIZER)
-                        .collect();
-                    let ops = json!([
-                        {"op": "test", "path": "/metadata/finalizers", "value": current},
-                        {"op": "replace", "path": "/metadata/finalizers", "value": kept},
-                    ]);
-                    let patch: json_patch::Patch =
-                        serde_json::from_value(ops).map_err(kube::Error::SerdeError)?;
-                    api.patch(
-                        &pod.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Json::<()>(patch),
-                    )
-                    .await
-                    .map(|_| ())
-                }
-                _ => Ok(()),
+    match finalizers::remove(api, pod, TRACKING_FINALIZER).await {
+        Err(e) if finalizers::changed(&e) => match api.get_opt(&pod.name_any()).await? {
+            Some(live) if live.uid() == pod.uid() => {
+                finalizers::remove(api, &live, TRACKING_FINALIZER).await
             }
-        }
-        Err(e) => Err(e),
+            _ => Ok(()),
+        },
+        other => other,
     }
 }
 

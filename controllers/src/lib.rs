@@ -9,6 +9,7 @@ pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 mod expectations;
+pub mod finalizers;
 pub mod gc;
 pub mod hpa;
 pub mod job;
@@ -17,6 +18,7 @@ pub mod localpath;
 pub mod nodeipam;
 pub mod nodelifecycle;
 mod podutil;
+pub mod protection;
 pub mod pvbinder;
 pub mod replicaset;
 pub mod serviceaccount;
@@ -182,6 +184,10 @@ async fn run_controllers(client: kube::Client, config: ControllerConfig, stop: C
         named(
             "persistentvolume-binder",
             pvbinder::run(client.clone(), config.clone(), stop.clone())
+        ),
+        named(
+            "pvc-protection/pv-protection",
+            protection::run(client.clone(), config.clone(), stop.clone())
         ),
     );
 }

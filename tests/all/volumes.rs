@@ -165,6 +165,25 @@ fn a_pvc_keeps_its_data_across_two_pods() {
         c.ok(&["logs", "pvc-writer"]),
         "written by pvc-writer\nwritten by pvc-writer\n"
     );
+
+    // Deleting the claim while a pod still holds it leaves it Terminating (pvc-protection);
+    // once the pod is gone the claim goes, and its provisioned volume with it.
+    let volume = c.ok(&["get", "pvc", "data", "-o", "jsonpath={.spec.volumeName}"]);
+    c.ok(&["delete", "pvc", "data", "--wait=false"]);
+    let table = c.ok(&["get", "pvc", "data", "--no-headers"]);
+    assert!(table.contains("Terminating"), "{table}");
+    assert_eq!(
+        c.ok(&["get", "pv", &volume, "-o", "jsonpath={.status.phase}"]),
+        "Bound"
+    );
+    c.ok(&["delete", "pod", "pvc-writer"]);
+    c.ok(&["wait", "--for=delete", "pvc/data", "--timeout=60s"]);
+    c.ok(&[
+        "wait",
+        "--for=delete",
+        &format!("pv/{volume}"),
+        "--timeout=60s",
+    ]);
 }
 
 #[test]

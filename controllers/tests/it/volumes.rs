@@ -277,9 +277,23 @@ async fn static_volumes_bind_smallest_first_and_retain_after_release() -> anyhow
     let pvc = bound(&c.client, "db2").await?;
     assert_eq!(pvc.spec.unwrap().volume_name.as_deref(), Some("big"));
 
-    // Deleting a bound claim's volume loses the claim.
+    // Deleting a bound claim's volume leaves it Terminating (pv-protection) and the claim
+    // Bound; an admin who forces it away by dropping the finalizer loses the claim.
     volumes.delete("big", &DeleteParams::default()).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let pv = volumes.get("big").await?;
+    assert!(pv.metadata.deletion_timestamp.is_some());
+    assert_eq!(pv.finalizers(), ["kubernetes.io/pv-protection"]);
+    assert_eq!(volume_phase(&pv), "Bound");
     let api: Api<PersistentVolumeClaim> = Api::namespaced(c.client.clone(), "default");
+    assert_eq!(phase(&api.get("db2").await?), "Bound");
+    volumes
+        .patch(
+            "big",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await?;
     wait_for("claim db2 Lost", || {
         let api = api.clone();
         async move { Ok((phase(&api.get("db2").await?) == "Lost").then_some(())) }
@@ -365,5 +379,86 @@ async fn a_static_volume_with_delete_policy_fails_instead_of_being_removed() -> 
              plugin matched"
         )
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_claim_in_use_and_its_volume_stay_until_the_last_pod_is_gone() -> anyhow::Result<()> {
+    let c = cluster().await?;
+    static_volume(&c.client, "vol", "1Gi", "Retain").await?;
+    let pvc = claim(&c.client, "data", Some("manual"), "1Gi").await?;
+    // Both get their protection finalizer at create (the admission), not later.
+    assert_eq!(pvc.finalizers(), ["kubernetes.io/pvc-protection"]);
+    let volumes: Api<PersistentVolume> = Api::all(c.client.clone());
+    assert_eq!(
+        volumes.get("vol").await?.finalizers(),
+        ["kubernetes.io/pv-protection"]
+    );
+    bound(&c.client, "data").await?;
+
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(c.client.clone(), "default");
+    let pod = |name: &str, node: Option<&str>| -> anyhow::Result<k8s_openapi::api::core::v1::Pod> {
+        Ok(serde_json::from_value(json!({"metadata": {"name": name},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x"}],
+                "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}}))?)
+    };
+    pods.create(&PostParams::default(), &pod("writer", Some("n1"))?)
+        .await?;
+    pods.create(&PostParams::default(), &pod("pending", None)?)
+        .await?;
+
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(c.client.clone(), "default");
+    claims.delete("data", &DeleteParams::default()).await?;
+    // The scheduled pod keeps it (an unscheduled one does not count: it cannot start now).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let pvc = claims.get("data").await?;
+    assert!(pvc.metadata.deletion_timestamp.is_some());
+    assert_eq!(pvc.finalizers(), ["kubernetes.io/pvc-protection"]);
+    assert_eq!(phase(&pvc), "Bound");
+    assert_eq!(volume_phase(&volumes.get("vol").await?), "Bound");
+
+    // The pod goes: the claim goes and its volume is released; a released volume can go.
+    pods.delete("writer", &DeleteParams::default().grace_period(0))
+        .await?;
+    wait_for("claim data gone", || {
+        let claims = claims.clone();
+        async move { Ok(claims.get_opt("data").await?.is_none().then_some(())) }
+    })
+    .await?;
+    wait_for("volume vol Released", || {
+        let volumes = volumes.clone();
+        async move { Ok((volume_phase(&volumes.get("vol").await?) == "Released").then_some(())) }
+    })
+    .await?;
+    volumes.delete("vol", &DeleteParams::default()).await?;
+    wait_for("volume vol gone", || {
+        let volumes = volumes.clone();
+        async move { Ok(volumes.get_opt("vol").await?.is_none().then_some(())) }
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn claims_created_without_the_finalizer_get_it() -> anyhow::Result<()> {
+    let c = cluster().await?;
+    claim(&c.client, "old", Some("manual"), "1Gi").await?;
+    // As if created before the admission existed.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(c.client.clone(), "default");
+    claims
+        .patch(
+            "old",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await?;
+    wait_for("the finalizer back", || {
+        let claims = claims.clone();
+        async move {
+            let pvc = claims.get("old").await?;
+            Ok((pvc.finalizers() == ["kubernetes.io/pvc-protection"]).then_some(()))
+        }
+    })
+    .await?;
     Ok(())
 }

@@ -56,6 +56,14 @@ impl VolumePlugin for ClaimVolume {
                 .ok_or_else(|| {
                     VolumeError::Waiting(format!("persistentvolumeclaim {claim:?} not found"))
                 })?;
+            if pvc.metadata.deletion_timestamp.is_some() {
+                // As upstream's volume manager: a pod must not start on a claim being deleted
+                // (it would hold the claim, and its data, from going).
+                return Err(VolumeError::Waiting(format!(
+                    "can't start pod because PVC {}/{claim} is being deleted",
+                    ctx.namespace()
+                )));
+            }
             let volume_name = pvc.spec.as_ref().and_then(|s| s.volume_name.clone());
             let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
             let Some(volume_name) = volume_name.filter(|v| !v.is_empty() && bound) else {

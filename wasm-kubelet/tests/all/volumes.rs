@@ -627,7 +627,15 @@ async fn a_pv_whose_directory_is_a_symlink_out_is_refused_and_provisioned_dirs_g
     c.wait_pod("pv-prov", 60, |p| phase(p) == "Succeeded").await;
     assert!(root.join("pvc-prov/log.txt").exists());
     // reclaimPolicy Delete: the provisioner deletes the PV, the node removes its directory.
+    // (No controllers run here: drop the pv-protection finalizer as its controller would.)
     pvs.delete("pv-prov", &Default::default()).await.unwrap();
+    pvs.patch(
+        "pv-prov",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
     tokio::time::timeout(Duration::from_secs(30), async {
         while root.join("pvc-prov").exists() {
             tokio::time::sleep(Duration::from_millis(100)).await;
