@@ -120,6 +120,19 @@ fn the_kubelet_api_requires_the_apiservers_credential() {
     let (code, body) = curl_kubelet(&url, Some(&admin));
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("count 1"), "{body}");
+    // The credential the apiserver presents to kubelets opens the kubelet API and nothing else:
+    // a kubelet that keeps it cannot use it against the cluster.
+    let tokens = std::fs::read_to_string(c.dir.path().join("pki/tokens.csv")).expect("tokens");
+    let client = tokens
+        .lines()
+        .find(|l| l.split(',').nth(1) == Some("kube-apiserver-kubelet-client"))
+        .and_then(|l| l.split(',').next())
+        .expect("the kubelet-client token");
+    let (code, body) = curl_kubelet(&url, Some(client));
+    assert_eq!(code, 200, "{body}");
+    let out = c.kubectl(&["get", "secrets", "--token", client]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("Forbidden"), "{err}");
     assert_eq!(
         curl_kubelet(&format!("http://127.0.0.1:{port}/healthz"), None),
         (200, "ok".to_string())

@@ -7,7 +7,10 @@
 //! `nodes/log`). We have no RBAC to review against: the apiserver authorizes `system:masters`
 //! for everything and nobody else for those subresources, so "is in `system:masters`" is the
 //! same answer without a second round trip. The apiserver's kubelet-client identity
-//! (`kube-apiserver-kubelet-client`, as kubeadm names it) is in that group, and so is the admin.
+//! (`kube-apiserver-kubelet-client`, as kubeadm names it) is let in through its own group,
+//! [`KUBELET_API`], which the apiserver grants nothing: a bearer token reaches every kubelet the
+//! apiserver talks to, so the one it presents must not be worth more than the kubelet API
+//! (upstream presents a client certificate instead, which cannot be replayed).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,8 +31,10 @@ pub const AUTHENTICATED_TTL: Duration = Duration::from_secs(120);
 /// How long a refused token stays refused: shorter, so a token issued a moment ago is accepted
 /// soon (the apiserver's webhook authenticator uses 30 s for failures too).
 pub const UNAUTHENTICATED_TTL: Duration = Duration::from_secs(30);
-/// The group whose members may call the kubelet API.
+/// The cluster admins, who may call the kubelet API.
 pub const MASTERS: &str = "system:masters";
+/// The group of the apiserver's kubelet-client identity: the kubelet API, nothing else.
+pub const KUBELET_API: &str = "wasmkube:kubelet-api";
 /// Reviews kept at most; beyond this, expired ones are dropped and then everything (a flood of
 /// made-up tokens must not grow memory without bound).
 const MAX_CACHED: usize = 4096;
@@ -160,7 +165,7 @@ fn verb(method: &Method) -> &'static str {
 }
 
 /// Middleware: `/healthz` answers anyone; every other request needs a bearer token of a
-/// [`MASTERS`] member (401 without a valid token, 403 for anyone else).
+/// [`MASTERS`] or [`KUBELET_API`] member (401 without a valid token, 403 for anyone else).
 pub async fn authenticate(
     State(reviewer): State<Arc<TokenReviewer>>,
     req: Request,
@@ -189,7 +194,11 @@ pub async fn authenticate(
             return unauthorized();
         }
     };
-    if caller.groups.iter().any(|g| g == MASTERS) {
+    if caller
+        .groups
+        .iter()
+        .any(|g| g == MASTERS || g == KUBELET_API)
+    {
         return next.run(req).await;
     }
     let message = format!(

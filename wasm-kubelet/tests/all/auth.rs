@@ -72,7 +72,10 @@ async fn the_kubelet_api_answers_only_masters_reviewed_by_the_apiserver() {
         ),
         (
             APISERVER.to_string(),
-            user("kube-apiserver-kubelet-client", "system:masters"),
+            user(
+                "kube-apiserver-kubelet-client",
+                wasmkube_kubelet::authn::KUBELET_API,
+            ),
         ),
     ]);
     let stop = CancellationToken::new();
