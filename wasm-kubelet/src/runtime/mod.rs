@@ -351,21 +351,28 @@ impl Runtime {
                 let mut store = Store::new(engine, state);
                 store.limiter(|s| &mut s.limiter);
                 yield_every_tick(&mut store, spec.cpu_millis);
+                let mut drained = false;
                 let outcome = {
                     let run = async {
                         let instance = pre.instantiate_async(&mut store).await?;
                         let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
                         start.call_async(&mut store, ()).await
                     };
+                    // Biased: a drain seen together with the stop (a grace period of 0)
+                    // still reads as the SIGTERM it stands for.
                     tokio::select! {
+                        biased;
                         r = run => Some(r.map(|()| 0)),
-                        () = stop.cancelled() => None,
                         // WASI has no signals, so a command guest cannot learn it should end:
                         // like a process without a SIGTERM handler, it ends at once.
-                        () = spec.drain.cancelled() => None,
+                        () = spec.drain.cancelled() => {
+                            drained = true;
+                            None
+                        }
+                        () = stop.cancelled() => None,
                     }
                 };
-                terminated(classify(outcome, store.data().limiter.refused), spec, stop)
+                terminated(classify(outcome, store.data().limiter.refused), drained)
             }
             Program::Component(pre) => {
                 let limiter = MemoryLimiter::new(spec.memory_limit, spec.usage.clone());
@@ -373,21 +380,28 @@ impl Runtime {
                 let mut store = Store::new(engine, state);
                 store.limiter(|s| &mut s.limiter);
                 yield_every_tick(&mut store, spec.cpu_millis);
+                let mut drained = false;
                 let outcome = {
                     let run = async {
                         let command = pre.instantiate_async(&mut store).await?;
                         let result = command.wasi_cli_run().call_run(&mut store).await?;
                         Ok(if result.is_ok() { 0 } else { 1 })
                     };
+                    // Biased: a drain seen together with the stop (a grace period of 0)
+                    // still reads as the SIGTERM it stands for.
                     tokio::select! {
+                        biased;
                         r = run => Some(r),
-                        () = stop.cancelled() => None,
                         // WASI has no signals, so a command guest cannot learn it should end:
                         // like a process without a SIGTERM handler, it ends at once.
-                        () = spec.drain.cancelled() => None,
+                        () = spec.drain.cancelled() => {
+                            drained = true;
+                            None
+                        }
+                        () = stop.cancelled() => None,
                     }
                 };
-                terminated(classify(outcome, store.data().limiter.refused), spec, stop)
+                terminated(classify(outcome, store.data().limiter.refused), drained)
             }
             Program::Http(pre) => http::serve(pre, spec, log, stop).await,
         };
@@ -461,11 +475,11 @@ fn write_cache(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
 /// Exit code of a container ended because its pod is deleted (128 + SIGTERM, as upstream).
 pub const EXIT_TERMINATED: i32 = 143;
 
-/// A command guest stopped by the pod's deletion (not by the grace period's end) reports what
-/// a SIGTERM-ed process does.
-fn terminated(exit: Exit, spec: &ContainerSpec, stop: &CancellationToken) -> Exit {
+/// A command guest stopped by the drain (the pod's deletion, its deadline) reports what a
+/// SIGTERM-ed process does; one stopped by the kubelet without a drain, what a SIGKILL-ed does.
+fn terminated(exit: Exit, drained: bool) -> Exit {
     let killed = exit.exit_code == EXIT_KILLED && exit.reason == "Error";
-    if killed && spec.drain.is_cancelled() && !stop.is_cancelled() {
+    if killed && drained {
         return Exit {
             exit_code: EXIT_TERMINATED,
             reason: "Error",
