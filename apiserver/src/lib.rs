@@ -47,9 +47,10 @@ pub struct ApiServer {
     pub namespaces: Arc<namespaces::NamespaceCache>,
     /// ClusterIP and NodePort allocation for Services.
     pub services: allocator::ServiceAllocator,
-    /// The bearer token the apiserver presents to kubelets (kubeadm's
-    /// `apiserver-kubelet-client` identity); unset, requests to kubelets carry no credential.
-    pub kubelet_client_token: std::sync::OnceLock<String>,
+    /// How the apiserver reaches kubelets: TLS with its client certificate
+    /// ([`tls::Pki::kubelet_client_config`]); unset (`--insecure`), plain HTTP without a
+    /// credential.
+    pub kubelet_tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
 }
 
 impl ApiServer {
@@ -92,7 +93,7 @@ impl ApiServer {
             shutdown,
             namespaces: cache,
             services,
-            kubelet_client_token: std::sync::OnceLock::new(),
+            kubelet_tls: std::sync::OnceLock::new(),
         }))
     }
 }

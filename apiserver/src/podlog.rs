@@ -1,6 +1,8 @@
 //! `GET pods/{name}/log`: proxied to the kubelet of the pod's node
 //! (`/containerLogs/{ns}/{pod}/{container}` on its `daemonEndpoints.kubeletEndpoint.Port`).
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::response::Response;
 use serde_json::Value;
@@ -112,26 +114,46 @@ pub async fn pod_log(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     } else {
         format!("{address}:{port}")
     };
-    let token = ctx.server.kubelet_client_token.get().map(String::as_str);
-    proxy(&host, &path, token).await
+    proxy(address, &host, &path, ctx.server.kubelet_tls.get()).await
 }
 
-/// One HTTP/1.0 GET to the kubelet, presenting `token` (the apiserver's kubelet-client
-/// credential) when set: the body streams until the kubelet closes the connection (no chunked
-/// encoding to undo).
-async fn proxy(host: &str, path: &str, token: Option<&str>) -> Result<Response, ApiError> {
+/// A connection to a kubelet: TLS or, without a client configuration, plain TCP.
+trait Connection: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Connection for T {}
+
+/// One HTTP/1.0 GET to the kubelet at `host` (`address`:port), over TLS with the apiserver's
+/// client certificate when `tls` is set: the body streams until the kubelet closes the
+/// connection (no chunked encoding to undo).
+async fn proxy(
+    address: &str,
+    host: &str,
+    path: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<Response, ApiError> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let unavailable =
-        |e: std::io::Error| ApiError::internal(format!("Get \"http://{host}{path}\": {e}"));
-    let mut stream = tokio::net::TcpStream::connect(host)
+        |e: std::io::Error| ApiError::internal(format!("Get \"{scheme}://{host}{path}\": {e}"));
+    let tcp = tokio::net::TcpStream::connect(host)
         .await
         .map_err(unavailable)?;
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
+    let _ = tcp.set_nodelay(true);
+    let mut stream: Box<dyn Connection> = match tls {
+        Some(config) => {
+            // The name is not verified (self-signed kubelet certificates); it only has to parse.
+            let name =
+                rustls::pki_types::ServerName::try_from(address.to_string()).unwrap_or_else(|_| {
+                    rustls::pki_types::ServerName::try_from("kubelet").expect("a DNS name")
+                });
+            let connector = tokio_rustls::TlsConnector::from(config.clone());
+            Box::new(connector.connect(name, tcp).await.map_err(unavailable)?)
+        }
+        None => Box::new(tcp),
+    };
     stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n{auth}\r\n").as_bytes())
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
         .await
         .map_err(unavailable)?;
+    stream.flush().await.map_err(unavailable)?;
     let mut reader = BufReader::new(stream);
     let mut status_line = String::new();
     reader
@@ -160,7 +182,7 @@ async fn proxy(host: &str, path: &str, token: Option<&str>) -> Result<Response, 
             .unwrap_or_else(|| body.trim().to_string());
         if code == 401 || code == 403 {
             return Err(ApiError::bad_request(format!(
-                "the kubelet at {host} refused the apiserver's credential: {message}"
+                "the kubelet at {host} refused the apiserver's client certificate: {message}"
             )));
         }
         return Err(ApiError::bad_request(message));

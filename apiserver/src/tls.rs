@@ -30,6 +30,7 @@ pub struct Pki {
     pub ca_cert_pem: String,
     pub server_cert_pem: String,
     server_key_pem: String,
+    ca_key_pem: String,
 }
 
 /// The CA's subject: rebuilding the same parameters with the stored key signs certificates
@@ -103,6 +104,7 @@ impl Pki {
                 key
             }
         };
+        let ca_key_pem = ca_key.serialize_pem();
         let ca_cert_pem = read(&ca_cert_path)?.ok_or_else(|| TlsError::Io {
             path: ca_cert_path.clone(),
             source: std::io::ErrorKind::NotFound.into(),
@@ -137,7 +139,56 @@ impl Pki {
             ca_cert_pem,
             server_cert_pem,
             server_key_pem,
+            ca_key_pem,
         })
+    }
+
+    /// The apiserver's TLS client configuration toward kubelets (kubeadm's
+    /// `apiserver-kubelet-client`): a client certificate for user `user` in group `group`,
+    /// signed by the CA (`kubelet-client.crt`, issued on first use and again when the subject
+    /// changes). Kubelets verify it against the CA; it cannot be replayed as a token could.
+    ///
+    /// The kubelets' serving certificates are self-signed, so they are not verified: upstream's
+    /// default too (without `--kubelet-certificate-authority`).
+    pub fn kubelet_client_config(
+        &self,
+        user: &str,
+        group: &str,
+    ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let (cert_path, key_path, subject_path) = (
+            self.dir.join("kubelet-client.crt"),
+            self.dir.join("kubelet-client.key"),
+            self.dir.join("kubelet-client.subject"),
+        );
+        let wanted = format!("CN={user},O={group}");
+        let existing = (read(&cert_path)?, read(&key_path)?, read(&subject_path)?);
+        let (cert_pem, key_pem) = match existing {
+            (Some(c), Some(k), Some(s)) if s == wanted => (c, k),
+            _ => {
+                let ca_key = KeyPair::from_pem(&self.ca_key_pem)
+                    .map_err(|_| TlsError::BadKey(self.dir.join("ca.key")))?;
+                let issuer = Issuer::new(ca_params()?, ca_key);
+                let mut p = CertificateParams::new(Vec::<String>::new())?;
+                p.distinguished_name.push(DnType::CommonName, user);
+                p.distinguished_name.push(DnType::OrganizationName, group);
+                p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+                p.not_after = rcgen::date_time_ymd(2036, 1, 1);
+                let key = KeyPair::generate()?;
+                let cert = p.signed_by(&key, &issuer)?;
+                write_private(&key_path, &key.serialize_pem())?;
+                write_private(&cert_path, &cert.pem())?;
+                write_private(&subject_path, &wanted)?;
+                (cert.pem(), key.serialize_pem())
+            }
+        };
+        let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| TlsError::BadKey(cert_path.clone()))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|_| TlsError::BadKey(key_path.clone()))?;
+        kubelet_connector(Some((certs, key)))
     }
 
     /// A rustls server configuration for the apiserver (HTTP/2 and HTTP/1.1 by ALPN).
@@ -159,6 +210,76 @@ impl Pki {
     }
 }
 
+/// A TLS client configuration for kubelets' self-signed serving certificates (not verified),
+/// presenting `client` (certificate chain and key) when given.
+pub fn kubelet_connector(
+    client: Option<(
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(UnverifiedServer(provider)));
+    let config = match client {
+        Some((certs, key)) => builder.with_client_auth_cert(certs, key)?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// Accepts any server certificate (still checking the handshake's signatures): for kubelets,
+/// whose serving certificates are self-signed.
+#[derive(Debug)]
+struct UnverifiedServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for UnverifiedServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +297,10 @@ mod tests {
         assert_eq!(a.ca_cert_pem, c.ca_cert_pem, "the CA stays");
         assert_ne!(a.server_cert_pem, c.server_cert_pem);
         c.server_config().expect("rustls accepts the certificate");
+        c.kubelet_client_config("u", "g")
+            .expect("a client certificate");
+        let again = Pki::load_or_create(dir.path(), &more).expect("load");
+        again.kubelet_client_config("u", "g").expect("kept");
+        assert!(dir.path().join("kubelet-client.crt").exists());
     }
 }

@@ -136,7 +136,7 @@ async fn unreachable_etcd_answers_503_quickly() {
         shutdown: CancellationToken::new(),
         namespaces: Default::default(),
         services: Default::default(),
-        kubelet_client_token: Default::default(),
+        kubelet_tls: Default::default(),
     });
     let api = Api {
         router: app(server),

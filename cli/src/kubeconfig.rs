@@ -70,11 +70,20 @@ current-context: wasmkube
 
 /// A kube-rs client from a kubeconfig file (CA, token), as every component connects.
 pub async fn client(path: &Path) -> anyhow::Result<kube::Client> {
+    Ok(client_and_ca(path).await?.0)
+}
+
+/// A client as [`client`], and the CA the kubeconfig trusts (DER; None over plain HTTP): a
+/// kubelet accepts client certificates signed by it (the apiserver's).
+pub async fn client_and_ca(path: &Path) -> anyhow::Result<(kube::Client, Option<Vec<Vec<u8>>>)> {
     let kc = kube::config::Kubeconfig::read_from(path)
         .with_context(|| format!("reading {}", path.display()))?;
-    client_from(kc)
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
-        .with_context(|| format!("using {}", path.display()))
+        .with_context(|| format!("using {}", path.display()))?;
+    let ca = config.root_cert.clone();
+    Ok((kube::Client::try_from(config)?, ca))
 }
 
 /// A kube-rs client from a parsed kubeconfig.

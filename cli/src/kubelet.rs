@@ -143,7 +143,10 @@ pub async fn run_node(kubeconfig: &std::path::Path, args: NodeArgs) -> anyhow::R
     if let Some(dir) = &args.local_path_dir {
         config.local_path_dir = dir.clone();
     }
-    let client = crate::kubeconfig::client(kubeconfig).await?;
+    let (client, ca) = crate::kubeconfig::client_and_ca(kubeconfig).await?;
+    // A secure cluster's kubelet serves its API over TLS and lets the apiserver in by its
+    // client certificate, signed by the CA the kubeconfig trusts.
+    config.client_ca = ca;
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(wasmkube_kubelet::run(client, config, shutdown.clone()));
     println!(

@@ -10,23 +10,17 @@ use wasmkube_apiserver::auth::TokenAuthenticator;
 
 const TOKENS: &str = "tokens.csv";
 
-/// The token of `user`, added to the token file (32 random bytes) on first use, and replaced
-/// by a new one when the file gives `user` other groups (a cluster made by an older version).
+/// The token of `user`, added to the token file (32 random bytes) on first use.
 fn token_for(pki_dir: &Path, user: &str, uid: &str, groups: &str) -> anyhow::Result<String> {
     std::fs::create_dir_all(pki_dir).with_context(|| format!("creating {}", pki_dir.display()))?;
     let path = pki_dir.join(TOKENS);
-    let mut text = std::fs::read_to_string(&path).unwrap_or_default();
-    let quoted = format!("\"{groups}\"");
-    if let Some(line) = text.lines().find(|l| l.split(',').nth(1) == Some(user)) {
-        let fields: Vec<&str> = line.splitn(4, ',').collect();
-        if fields.get(3) == Some(&quoted.as_str()) {
-            return Ok(fields[0].to_string());
-        }
-        text = text
-            .lines()
-            .filter(|l| l.split(',').nth(1) != Some(user))
-            .map(|l| format!("{l}\n"))
-            .collect();
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    if let Some(token) = text
+        .lines()
+        .find(|l| l.split(',').nth(1) == Some(user))
+        .and_then(|l| l.split(',').next())
+    {
+        return Ok(token.to_string());
     }
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a token: {e}"))?;
@@ -41,18 +35,9 @@ pub fn admin_token(pki_dir: &Path) -> anyhow::Result<String> {
     token_for(pki_dir, "system:admin", "admin", "system:masters")
 }
 
-/// The apiserver's credential toward kubelets (kubeadm's `apiserver-kubelet-client`): user
-/// `kube-apiserver-kubelet-client` in group `wasmkube:kubelet-api`, which kubelets let in and
-/// the apiserver grants nothing, so a kubelet that sees it (every kubelet does, on `kubectl
-/// logs`) cannot use it against the cluster.
-pub fn kubelet_client_token(pki_dir: &Path) -> anyhow::Result<String> {
-    token_for(
-        pki_dir,
-        "kube-apiserver-kubelet-client",
-        "apiserver-kubelet-client",
-        wasmkube_kubelet::authn::KUBELET_API,
-    )
-}
+/// The user of the apiserver's client certificate toward kubelets (kubeadm's
+/// `apiserver-kubelet-client`).
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
 
 /// Node `node`'s token: user `system:node:<node>`, group `system:nodes` (NodeRestriction).
 pub fn node_token(pki_dir: &Path, node: &str) -> anyhow::Result<String> {
@@ -64,12 +49,22 @@ pub fn node_token(pki_dir: &Path, node: &str) -> anyhow::Result<String> {
     )
 }
 
-/// The authenticator for the tokens in `pki_dir` (the admin's and the apiserver's kubelet-client
-/// token created if missing).
+/// The authenticator for the tokens in `pki_dir` (the admin's created if missing). A
+/// `kube-apiserver-kubelet-client` token left by an older version (the apiserver reaches
+/// kubelets with a client certificate now; that token was a master) is removed.
 pub fn token_authenticator(pki_dir: &Path) -> anyhow::Result<TokenAuthenticator> {
     admin_token(pki_dir)?;
-    kubelet_client_token(pki_dir)?;
     let path = pki_dir.join(TOKENS);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let kept: String = text
+        .lines()
+        .filter(|l| l.split(',').nth(1) != Some(KUBELET_CLIENT_USER))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if kept != text {
+        wasmkube_apiserver::tls::write_private(&path, &kept)?;
+    }
     TokenAuthenticator::from_file(&path).with_context(|| format!("reading {}", path.display()))
 }
 
@@ -78,7 +73,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_token_is_kept_while_its_groups_stay_and_replaced_when_they_change() {
+    fn the_old_kubelet_client_token_is_removed_and_the_admins_kept() {
         let dir = tempfile::tempdir().unwrap();
         let admin = admin_token(dir.path()).unwrap();
         // A cluster made by an older version: the kubelet client was a master.
@@ -88,15 +83,10 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, format!("{text}{old}\n")).unwrap();
 
-        let client = kubelet_client_token(dir.path()).unwrap();
-        assert_ne!(client, "oldtoken");
-        assert_eq!(kubelet_client_token(dir.path()).unwrap(), client);
-        assert_eq!(admin_token(dir.path()).unwrap(), admin);
+        token_authenticator(dir.path()).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains("oldtoken"), "{text}");
-        assert!(text.contains(&format!(
-            "{client},kube-apiserver-kubelet-client,apiserver-kubelet-client,\"wasmkube:kubelet-api\"\n"
-        )));
-        assert_eq!(text.lines().count(), 2, "{text}");
+        assert_eq!(admin_token(dir.path()).unwrap(), admin);
+        assert_eq!(text.lines().count(), 1, "{text}");
     }
 }

@@ -88,11 +88,6 @@ pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
     let server = ApiServer::start_with(store, authenticator, shutdown.clone(), services)
         .await
         .context("preparing the store")?;
-    if !args.insecure {
-        // Kubelets answer only masters: the apiserver presents its own credential to them.
-        let token = security::kubelet_client_token(&dir.join("pki"))?;
-        let _ = server.kubelet_client_token.set(token);
-    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -140,6 +135,13 @@ pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
             },
         )?;
         let tls = pki.server_config()?;
+        // Kubelets let the apiserver in by its client certificate (kubeadm's
+        // apiserver-kubelet-client), whose group grants nothing at the apiserver.
+        let to_kubelets = pki.kubelet_client_config(
+            security::KUBELET_CLIENT_USER,
+            wasmkube_kubelet::authn::KUBELET_API,
+        )?;
+        let _ = server.kubelet_tls.set(to_kubelets);
         ca_pem = Some(pki.ca_cert_pem.clone());
         (
             tokio::spawn(serve_tls(listener, Arc::clone(&server), tls)),
@@ -195,8 +197,9 @@ pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
                     token: node_token.as_deref(),
                 },
             )?;
-            let client = kubeconfig::client(&node_kubeconfig).await?;
+            let (client, ca) = kubeconfig::client_and_ca(&node_kubeconfig).await?;
             let mut config = wasmkube_kubelet::KubeletConfig::new(node, node_dir);
+            config.client_ca = ca;
             config.host_path_prefixes = args.host_path_prefixes.clone();
             config.cluster_cidr = args.cluster_cidr.clone();
             config.service_cidr = args.service_cluster_ip_range.clone();

@@ -1,5 +1,7 @@
 //! Secure by default: HTTPS with the generated CA, bearer tokens, 401 for anonymous requests.
 
+use std::path::Path;
+
 use crate::support::{eventually, example_guest, wasmkube, Cluster};
 
 #[test]
@@ -60,12 +62,16 @@ fn kubeconfig_token(path: &std::path::Path) -> String {
         .expect("a token in the kubeconfig")
 }
 
-/// `curl` over plain HTTP to a kubelet, returning (HTTP status, body).
-fn curl_kubelet(url: &str, token: Option<&str>) -> (u16, String) {
+/// `curl` to a kubelet's HTTPS API (its certificate is self-signed: `-k`), with a bearer token
+/// or a client certificate (`[cert, key]` files), returning (HTTP status, body).
+fn curl_kubelet(url: &str, token: Option<&str>, cert: Option<[&Path; 2]>) -> (u16, String) {
     let mut cmd = std::process::Command::new("curl");
-    cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}"]);
+    cmd.args(["-sk", "-o", "-", "-w", "\n%{http_code}"]);
     if let Some(t) = token {
         cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    if let Some([c, k]) = cert {
+        cmd.arg("--cert").arg(c).arg("--key").arg(k);
     }
     let out = cmd.arg(url).output().expect("run curl");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -103,13 +109,13 @@ fn the_kubelet_api_requires_the_apiservers_credential() {
         "-o",
         "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}",
     ]);
-    let url = format!("http://127.0.0.1:{port}/containerLogs/default/counter/counter");
-    let (code, body) = curl_kubelet(&url, None);
+    let url = format!("https://127.0.0.1:{port}/containerLogs/default/counter/counter");
+    let (code, body) = curl_kubelet(&url, None, None);
     assert_eq!(code, 401, "{body}");
     let status: serde_json::Value = serde_json::from_str(&body).expect("a Status");
     assert_eq!(status["reason"], "Unauthorized");
     let node_token = kubeconfig_token(&c.dir.path().join("nodes").join(&node).join("kubeconfig"));
-    let (code, body) = curl_kubelet(&url, Some(&node_token));
+    let (code, body) = curl_kubelet(&url, Some(&node_token), None);
     assert_eq!(code, 403, "{body}");
     let status: serde_json::Value = serde_json::from_str(&body).expect("a Status");
     assert_eq!(
@@ -117,24 +123,25 @@ fn the_kubelet_api_requires_the_apiservers_credential() {
         format!("Forbidden (user=system:node:{node}, verb=get, resource=nodes, subresource=proxy)")
     );
     let admin = kubeconfig_token(&c.kubeconfig);
-    let (code, body) = curl_kubelet(&url, Some(&admin));
+    let (code, body) = curl_kubelet(&url, Some(&admin), None);
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("count 1"), "{body}");
-    // The credential the apiserver presents to kubelets opens the kubelet API and nothing else:
-    // a kubelet that keeps it cannot use it against the cluster.
-    let tokens = std::fs::read_to_string(c.dir.path().join("pki/tokens.csv")).expect("tokens");
-    let client = tokens
-        .lines()
-        .find(|l| l.split(',').nth(1) == Some("kube-apiserver-kubelet-client"))
-        .and_then(|l| l.split(',').next())
-        .expect("the kubelet-client token");
-    let (code, body) = curl_kubelet(&url, Some(client));
+    // The apiserver's client certificate opens the kubelet API, and no bearer token of it
+    // exists that a kubelet could replay.
+    let pki = c.dir.path().join("pki");
+    let cert = [
+        pki.join("kubelet-client.crt"),
+        pki.join("kubelet-client.key"),
+    ];
+    let (code, body) = curl_kubelet(&url, None, Some([&cert[0], &cert[1]]));
     assert_eq!(code, 200, "{body}");
-    let out = c.kubectl(&["get", "secrets", "--token", client]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("Forbidden"), "{err}");
+    let tokens = std::fs::read_to_string(pki.join("tokens.csv")).expect("tokens");
+    assert!(
+        !tokens.contains("kube-apiserver-kubelet-client"),
+        "{tokens}"
+    );
     assert_eq!(
-        curl_kubelet(&format!("http://127.0.0.1:{port}/healthz"), None),
+        curl_kubelet(&format!("https://127.0.0.1:{port}/healthz"), None, None),
         (200, "ok".to_string())
     );
 }

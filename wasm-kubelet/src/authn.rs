@@ -164,16 +164,28 @@ fn verb(method: &Method) -> &'static str {
     }
 }
 
-/// Middleware: `/healthz` answers anyone; every other request needs a bearer token of a
-/// [`MASTERS`] or [`KUBELET_API`] member (401 without a valid token, 403 for anyone else).
+/// Middleware: `/healthz` answers anyone; every other request needs a verified client
+/// certificate or a bearer token of a [`MASTERS`] or [`KUBELET_API`] member (401 without
+/// either, 403 for anyone else).
 pub async fn authenticate(
     State(reviewer): State<Arc<TokenReviewer>>,
     req: Request,
     next: Next,
 ) -> Response {
-    let path = req.uri().path();
-    if path == "/healthz" {
+    if req.uri().path() == "/healthz" {
         return next.run(req).await;
+    }
+    // A client certificate the TLS handshake verified against the cluster CA.
+    let peer = req
+        .extensions()
+        .get::<Arc<axum_server::tls::TlsInfo>>()
+        .and_then(|t| t.peer_certificates.first().cloned())
+        .and_then(|der| crate::tls::identity(&der));
+    if let Some(peer) = peer {
+        if allowed(&peer.groups) {
+            return next.run(req).await;
+        }
+        return forbidden(&peer.name, &req);
     }
     let token = req
         .headers()
@@ -194,18 +206,23 @@ pub async fn authenticate(
             return unauthorized();
         }
     };
-    if caller
-        .groups
-        .iter()
-        .any(|g| g == MASTERS || g == KUBELET_API)
-    {
+    if allowed(&caller.groups) {
         return next.run(req).await;
     }
+    forbidden(&caller.name, &req)
+}
+
+/// Whether members of `groups` may use the kubelet API.
+fn allowed(groups: &[String]) -> bool {
+    groups.iter().any(|g| g == MASTERS || g == KUBELET_API)
+}
+
+/// Upstream's refusal of an authenticated caller without the right.
+fn forbidden(user: &str, req: &Request) -> Response {
     let message = format!(
-        "Forbidden (user={}, verb={}, resource=nodes, subresource={})",
-        caller.name,
+        "Forbidden (user={user}, verb={}, resource=nodes, subresource={})",
         verb(req.method()),
-        subresource(path)
+        subresource(req.uri().path())
     );
     status(StatusCode::FORBIDDEN, "Forbidden", &message)
 }

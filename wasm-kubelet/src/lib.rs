@@ -11,6 +11,7 @@ pub mod pod;
 pub mod runtime;
 pub mod server;
 mod supervisor;
+pub mod tls;
 pub mod volume;
 
 use std::collections::BTreeMap;
@@ -125,6 +126,10 @@ pub struct KubeletConfig {
     /// request but `/healthz` needs the bearer token of a `system:masters` member, reviewed
     /// with the apiserver (see [`authn`]).
     pub anonymous_auth: bool,
+    /// The cluster CA (DER; `wasmkube kubelet` takes it from its kubeconfig, as upstream's
+    /// `--client-ca-file`): the kubelet API is then served over TLS and accepts client
+    /// certificates signed by it (the apiserver's; see [`tls`]). None: plain HTTP.
+    pub client_ca: Option<Vec<Vec<u8>>>,
 }
 
 impl KubeletConfig {
@@ -154,6 +159,7 @@ impl KubeletConfig {
             proxy: true,
             proxy_port: 0,
             anonymous_auth: true,
+            client_ca: None,
         }
     }
 }
@@ -184,6 +190,8 @@ pub enum KubeletError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// The node's network plugin state: the podCIDR (see [`network::ipam::node_pod_cidr`]),
@@ -255,14 +263,52 @@ pub async fn run(
             .then(|| Arc::new(authn::TokenReviewer::new(client.clone()))),
     });
     let stop = shutdown.clone();
-    tokio::spawn(async move {
-        let served = axum::serve(listener, api)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!("kubelet API stopped: {e}");
+    match &config.client_ca {
+        Some(ca) => {
+            let tls = tls::server_config(&config.node_name, config.address, ca)?;
+            let handle = axum_server::Handle::new();
+            let h = handle.clone();
+            tokio::spawn(async move {
+                stop.cancelled().await;
+                h.graceful_shutdown(Some(Duration::from_secs(1)));
+            });
+            let listener = listener.into_std().map_err(|source| KubeletError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+            let server =
+                axum_server::from_tcp(listener).map_err(|source| KubeletError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
+            tokio::spawn(async move {
+                // axum-server hands each request the connection's verified client
+                // certificates (`TlsInfo`), which the authn middleware maps to a user.
+                let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(
+                    axum_server::tls_rustls::RustlsConfig::from_config(tls),
+                )
+                .acceptor(axum_server::accept::NoDelayAcceptor::new());
+                let served = server
+                    .acceptor(acceptor)
+                    .handle(handle)
+                    .serve(api.into_make_service())
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!("kubelet API stopped: {e}");
+                }
+            });
         }
-    });
+        None => {
+            tokio::spawn(async move {
+                let served = axum::serve(listener, api)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!("kubelet API stopped: {e}");
+                }
+            });
+        }
+    }
 
     let machine = node::Machine::detect();
     node::register(&client, &config, &machine, port).await?;
