@@ -82,54 +82,80 @@ pub async fn pod_log(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
             ))
         })?;
     let node = get(ctx, "nodes", None, node_name).await?;
-    let port = node
-        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
-        .and_then(Value::as_u64)
-        .filter(|p| *p > 0)
-        .ok_or_else(|| {
-            ApiError::bad_request(format!("node {node_name:?} has no kubelet endpoint"))
-        })?;
-    let addresses = node
-        .pointer("/status/addresses")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let address = ["InternalIP", "ExternalIP", "Hostname"]
-        .iter()
-        .find_map(|kind| {
-            addresses
-                .iter()
-                .find(|a| a.get("type").and_then(Value::as_str) == Some(kind))
-                .and_then(|a| a.get("address").and_then(Value::as_str))
-        })
-        .ok_or_else(|| ApiError::bad_request(format!("node {node_name:?} has no address")))?;
+    let endpoint = KubeletEndpoint::of(&node)?;
     let query: Vec<(&str, &str)> = FORWARDED
         .iter()
         .filter_map(|k| ctx.params.get(k).map(|v| (*k, v)))
         .collect();
     let query = serde_urlencoded::to_string(&query).unwrap_or_default();
     let path = format!("/containerLogs/{ns}/{name}/{container}?{query}");
-    let host = if address.contains(':') {
-        format!("[{address}]:{port}")
-    } else {
-        format!("{address}:{port}")
-    };
-    proxy(address, &host, &path, ctx.server.kubelet_tls.get()).await
+    proxy(&endpoint, &path, ctx.server.kubelet_tls.get()).await
+}
+
+/// Where a node's kubelet API listens (its `daemonEndpoints` port on its first address).
+pub(crate) struct KubeletEndpoint {
+    /// The address the TLS server name is made of.
+    address: String,
+    /// `address:port` (IPv6 in brackets).
+    host: String,
+}
+
+impl KubeletEndpoint {
+    /// The endpoint of `node` (a Node object).
+    pub(crate) fn of(node: &Value) -> Result<Self, ApiError> {
+        let node_name = crate::object::name(node);
+        let port = node
+            .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+            .and_then(Value::as_u64)
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("node {node_name:?} has no kubelet endpoint"))
+            })?;
+        let addresses = node
+            .pointer("/status/addresses")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let address = ["InternalIP", "ExternalIP", "Hostname"]
+            .iter()
+            .find_map(|kind| {
+                addresses
+                    .iter()
+                    .find(|a| a.get("type").and_then(Value::as_str) == Some(kind))
+                    .and_then(|a| a.get("address").and_then(Value::as_str))
+            })
+            .ok_or_else(|| ApiError::bad_request(format!("node {node_name:?} has no address")))?;
+        let host = if address.contains(':') {
+            format!("[{address}]:{port}")
+        } else {
+            format!("{address}:{port}")
+        };
+        Ok(Self {
+            address: address.to_string(),
+            host,
+        })
+    }
 }
 
 /// A connection to a kubelet: TLS or, without a client configuration, plain TCP.
-trait Connection: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+pub(crate) trait Connection:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send
+{
+}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Connection for T {}
 
-/// One HTTP/1.0 GET to the kubelet at `host` (`address`:port), over TLS with the apiserver's
-/// client certificate when `tls` is set: the body streams until the kubelet closes the
-/// connection (no chunked encoding to undo).
-async fn proxy(
-    address: &str,
-    host: &str,
+/// An HTTP/1.0 response from a kubelet: its status code, and the body still to read (it ends
+/// when the kubelet closes the connection: no chunked encoding to undo).
+pub(crate) type KubeletResponse = (u16, BufReader<Box<dyn Connection>>);
+
+/// One HTTP/1.0 GET of `path` to the kubelet at `endpoint`, over TLS with the apiserver's
+/// client certificate when `tls` is set.
+pub(crate) async fn kubelet_get(
+    endpoint: &KubeletEndpoint,
     path: &str,
     tls: Option<&Arc<rustls::ClientConfig>>,
-) -> Result<Response, ApiError> {
+) -> Result<KubeletResponse, ApiError> {
+    let host = &endpoint.host;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let unavailable =
         |e: std::io::Error| ApiError::internal(format!("Get \"{scheme}://{host}{path}\": {e}"));
@@ -140,8 +166,8 @@ async fn proxy(
     let mut stream: Box<dyn Connection> = match tls {
         Some(config) => {
             // The name is not verified (self-signed kubelet certificates); it only has to parse.
-            let name =
-                rustls::pki_types::ServerName::try_from(address.to_string()).unwrap_or_else(|_| {
+            let name = rustls::pki_types::ServerName::try_from(endpoint.address.clone())
+                .unwrap_or_else(|_| {
                     rustls::pki_types::ServerName::try_from("kubelet").expect("a DNS name")
                 });
             let connector = tokio_rustls::TlsConnector::from(config.clone());
@@ -172,6 +198,17 @@ async fn proxy(
             break;
         }
     }
+    Ok((code, reader))
+}
+
+/// Streams a kubelet's answer to `path` back as the response.
+async fn proxy(
+    endpoint: &KubeletEndpoint,
+    path: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<Response, ApiError> {
+    let host = &endpoint.host;
+    let (code, reader) = kubelet_get(endpoint, path, tls).await?;
     if code != 200 {
         let mut body = String::new();
         let _ = reader.take(64 << 10).read_to_string(&mut body).await;

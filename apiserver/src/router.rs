@@ -153,7 +153,7 @@ async fn dispatch(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     if group == "metrics.k8s.io" {
-        return crate::metrics::handle(server, version, rest_path).await;
+        return crate::metrics::handle(server, version, rest_path, uri.query()).await;
     }
     if group == crate::tokenreview::GROUP {
         let user =

@@ -145,6 +145,9 @@ pub fn quantity_milli(q: &str) -> Option<i64> {
     let value: f64 = number.parse().ok()?;
     let factor: f64 = match suffix {
         "" => 1e3,
+        // metrics.k8s.io reports CPU in nanocores.
+        "n" => 1e-6,
+        "u" => 1e-3,
         "m" => 1.0,
         "k" => 1e6,
         "M" => 1e9,
@@ -693,6 +696,8 @@ mod tests {
         assert_eq!(quantity_milli("1Ki"), Some(1_024_000));
         assert_eq!(quantity_milli("0.5"), Some(500));
         assert_eq!(quantity_milli("1e3"), Some(1_000_000));
+        assert_eq!(quantity_milli("163297185n"), Some(163));
+        assert_eq!(quantity_milli("1500u"), Some(2));
         assert_eq!(quantity_milli("x"), None);
     }
 

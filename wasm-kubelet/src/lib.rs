@@ -261,6 +261,7 @@ pub async fn run(
         node_name: config.node_name.clone(),
         reviewer: (!config.anonymous_auth)
             .then(|| Arc::new(authn::TokenReviewer::new(client.clone()))),
+        node_cpu: Default::default(),
     });
     let stop = shutdown.clone();
     match &config.client_ca {

@@ -60,6 +60,66 @@ pub struct PodRef {
 pub struct ContainerStat {
     pub started: String,
     pub usage: Arc<Usage>,
+    /// The CPU usage rate as `/stats/summary` last measured it.
+    pub cpu: Arc<CpuWindow>,
+}
+
+/// A CPU usage rate (`usageNanoCores`) measured between samples at least [`CpuWindow::MIN`]
+/// apart: scrapes in quick succession (kubectl top and the HPA) share one window instead of
+/// measuring nothing.
+#[derive(Debug)]
+pub struct CpuWindow(Mutex<(std::time::Instant, u64, Option<u64>)>);
+
+impl Default for CpuWindow {
+    /// A window opening now, at zero CPU time.
+    fn default() -> Self {
+        Self(Mutex::new((std::time::Instant::now(), 0, None)))
+    }
+}
+
+impl CpuWindow {
+    /// The shortest window a rate is measured over.
+    pub const MIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// The rate (CPU nanoseconds per second) now that the total is `total_nanos`.
+    pub fn rate(&self, total_nanos: u64) -> u64 {
+        let now = std::time::Instant::now();
+        let Ok(mut w) = self.0.lock() else {
+            return 0;
+        };
+        let (at, nanos, rate) = *w;
+        let elapsed = now.duration_since(at);
+        if elapsed < Self::MIN {
+            if let Some(r) = rate {
+                return r;
+            }
+        }
+        let secs = elapsed.as_secs_f64().max(1e-3);
+        let r = (total_nanos.saturating_sub(nanos) as f64 / secs) as u64;
+        if elapsed >= Self::MIN {
+            *w = (now, total_nanos, Some(r));
+        }
+        r
+    }
+}
+
+/// The machine's busy CPU time (all cores) from `/proc/stat`, in nanoseconds.
+fn node_cpu_nanos() -> u64 {
+    // USER_HZ: 100 on every Linux platform Rust targets.
+    const NANOS_PER_TICK: u64 = 10_000_000;
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0;
+    };
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...: busy is all but idle and iowait.
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    total.saturating_sub(idle) * NANOS_PER_TICK
 }
 
 /// The usage of running containers, by pod (entries live while the container runs).
@@ -101,6 +161,8 @@ pub struct ServerState {
     /// Reviews callers' bearer tokens ([`crate::authn`]); None lets anonymous callers in
     /// (`anonymous_auth`).
     pub reviewer: Option<Arc<crate::authn::TokenReviewer>>,
+    /// The machine's CPU usage rate.
+    pub node_cpu: Arc<CpuWindow>,
 }
 
 /// The kubelet API's routes.
@@ -341,15 +403,20 @@ async fn stats_summary(State(state): State<ServerState>) -> Json<serde_json::Val
         .snapshot()
         .into_iter()
         .map(|(pod, containers)| {
-            let mut pod_bytes = 0u64;
+            let (mut pod_bytes, mut pod_rate, mut pod_nanos) = (0u64, 0u64, 0u64);
             let containers: Vec<serde_json::Value> = containers
                 .into_iter()
                 .map(|(name, c)| {
                     let bytes = c.usage.memory_bytes.load(Ordering::Relaxed);
+                    let nanos = c.usage.cpu_nanos.load(Ordering::Relaxed);
+                    let rate = c.cpu.rate(nanos);
                     pod_bytes += bytes;
+                    pod_rate += rate;
+                    pod_nanos += nanos;
                     json!({
                         "name": name,
                         "startTime": c.started,
+                        "cpu": {"time": now, "usageNanoCores": rate, "usageCoreNanoSeconds": nanos},
                         "memory": {"time": now, "usageBytes": bytes, "workingSetBytes": bytes},
                     })
                 })
@@ -357,14 +424,21 @@ async fn stats_summary(State(state): State<ServerState>) -> Json<serde_json::Val
             json!({
                 "podRef": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid},
                 "containers": containers,
+                "cpu": {"time": now, "usageNanoCores": pod_rate, "usageCoreNanoSeconds": pod_nanos},
                 "memory": {"time": now, "usageBytes": pod_bytes, "workingSetBytes": pod_bytes},
             })
         })
         .collect();
+    let node_nanos = node_cpu_nanos();
     Json(json!({
         "node": {
             "nodeName": state.node_name,
             "startTime": now,
+            "cpu": {
+                "time": now,
+                "usageNanoCores": state.node_cpu.rate(node_nanos),
+                "usageCoreNanoSeconds": node_nanos,
+            },
             "memory": {
                 "time": now,
                 "availableBytes": available,
@@ -389,6 +463,7 @@ mod tests {
             stats: PodStats::default(),
             node_name: "n".into(),
             reviewer: None,
+            node_cpu: Default::default(),
         });
         let req = |uri: &str| {
             axum::http::Request::builder()
@@ -435,6 +510,7 @@ mod tests {
             stats: PodStats::default(),
             node_name: "n".into(),
             reviewer: None,
+            node_cpu: Default::default(),
         });
         let get = |q: &str| {
             let uri = format!("/containerLogs/default/p/c{q}");

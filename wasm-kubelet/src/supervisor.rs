@@ -965,6 +965,7 @@ async fn run_container(
     let stat = ContainerStat {
         started: ts(started_at),
         usage: spec.usage.clone(),
+        cpu: Default::default(),
     };
     k.stats.insert(pod_ref.clone(), &def.name, stat);
     let probing = stop.child_token();

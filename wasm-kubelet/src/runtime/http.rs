@@ -196,15 +196,16 @@ impl Handler {
             Err(e) => return self.fail(format!("request rejected: {e:#}"), 400),
         };
         let pre = self.pre.clone();
+        let usage = self.spec.usage.clone();
         // The guest runs in its own task: it may keep writing the body after the head is sent.
         let task = tokio::spawn(async move {
-            let result = async {
+            let result = super::sandbox::metered(&usage, async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
                     .await
-            }
+            })
             .await;
             let refused = store.data().limiter.refused;
             result.map_err(|e| {

@@ -353,11 +353,11 @@ impl Runtime {
                 yield_every_tick(&mut store, spec.cpu_millis);
                 let mut drained = false;
                 let outcome = {
-                    let run = async {
+                    let run = sandbox::metered(&spec.usage, async {
                         let instance = pre.instantiate_async(&mut store).await?;
                         let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
                         start.call_async(&mut store, ()).await
-                    };
+                    });
                     // Biased: a drain seen together with the stop (a grace period of 0)
                     // still reads as the SIGTERM it stands for.
                     tokio::select! {
@@ -382,11 +382,11 @@ impl Runtime {
                 yield_every_tick(&mut store, spec.cpu_millis);
                 let mut drained = false;
                 let outcome = {
-                    let run = async {
+                    let run = sandbox::metered(&spec.usage, async {
                         let command = pre.instantiate_async(&mut store).await?;
                         let result = command.wasi_cli_run().call_run(&mut store).await?;
                         Ok(if result.is_ok() { 0 } else { 1 })
-                    };
+                    });
                     // Biased: a drain seen together with the stop (a grace period of 0)
                     // still reads as the SIGTERM it stands for.
                     tokio::select! {

@@ -103,6 +103,22 @@ impl MemoryLimiter {
 pub struct Usage {
     /// Linear memory of the container's instance(s), in bytes.
     pub memory_bytes: AtomicU64,
+    /// Time its guests spent running (polled on a runtime thread: wasm and the host calls it
+    /// makes; waits are not counted), in nanoseconds: the container's CPU time.
+    pub cpu_nanos: AtomicU64,
+}
+
+/// Runs `fut` (a guest), adding the time spent in each poll to `usage.cpu_nanos`.
+pub async fn metered<F: std::future::Future>(usage: &Usage, fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        let started = std::time::Instant::now();
+        let polled = fut.as_mut().poll(cx);
+        let spent = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        usage.cpu_nanos.fetch_add(spent, Ordering::Relaxed);
+        polled
+    })
+    .await
 }
 
 impl ResourceLimiter for MemoryLimiter {
