@@ -70,6 +70,48 @@ pub fn document(path: &str) -> Option<&'static Value> {
     built().docs.get(p)
 }
 
+/// The protobuf media type `/openapi/v2` answers in (kubectl asks for `...spec.v2@v1.0+protobuf`;
+/// kube-openapi answers with a `.`, which Go's media type parser accepts).
+pub const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// `GET /openapi/v2`: a Swagger 2.0 document without definitions. Our schemas are served as
+/// OpenAPI v3, which kubectl uses for everything but one case: a `kind: List` file, which it
+/// validates client-side against v2 (upstream's query-param verifier never routes `v1/List` to
+/// v3). Without a v2 document that fails ("the server could not find the requested
+/// resource"); with one that has no definitions kubectl skips the client-side check of the
+/// items and the server validates each as usual. `protobuf`: gnostic's `openapi.v2.Document`
+/// (`swagger` = 1, `info` = 2 with `title` = 1 and `version` = 2), which kubectl requires;
+/// else JSON.
+pub fn v2_document(protobuf: bool) -> Vec<u8> {
+    let title = "Kubernetes";
+    let version = crate::discovery::version()["gitVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if !protobuf {
+        let doc = json!({"swagger": "2.0", "info": {"title": title, "version": version},
+            "paths": {}, "definitions": {}});
+        return doc.to_string().into_bytes();
+    }
+    fn field(out: &mut Vec<u8>, number: u8, bytes: &[u8]) {
+        out.push(number << 3 | 2); // length-delimited
+        let mut len = bytes.len();
+        while len >= 0x80 {
+            out.push((len as u8 & 0x7f) | 0x80);
+            len >>= 7;
+        }
+        out.push(len as u8);
+        out.extend_from_slice(bytes);
+    }
+    let mut info = Vec::new();
+    field(&mut info, 1, title.as_bytes());
+    field(&mut info, 2, version.as_bytes());
+    let mut doc = Vec::new();
+    field(&mut doc, 1, b"2.0");
+    field(&mut doc, 2, &info);
+    doc
+}
+
 fn gv_path(group: &str, version: &str) -> String {
     if group.is_empty() {
         format!("api/{version}")
@@ -736,6 +778,18 @@ fn add_paths(paths: &mut Map<String, Value>, def: &ResourceDef) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_v2_document_is_gnostics_protobuf_or_json() {
+        let pb = v2_document(true);
+        // swagger (1) = "2.0", then info (2) { title (1) = "Kubernetes", version (2) }.
+        assert_eq!(&pb[..5], b"\x0a\x032.0");
+        assert_eq!(pb[5], 0x12);
+        assert_eq!(usize::from(pb[6]), pb.len() - 7);
+        assert_eq!(&pb[7..19], b"\x0a\x0aKubernetes");
+        let json: Value = serde_json::from_slice(&v2_document(false)).unwrap();
+        assert_eq!(json["swagger"], "2.0");
+    }
+
     use super::*;
 
     fn walk<'a>(v: &'a Value, f: &mut dyn FnMut(&'a Value)) {

@@ -34,6 +34,7 @@ pub fn app(server: Arc<ApiServer>) -> Router {
         .route("/apis", get(|| async { Json(discovery::api_group_list()) }))
         .route("/api/{version}", get(core_discovery))
         .route("/apis/{group}/{version}", get(group_discovery))
+        .route("/openapi/v2", get(openapi_v2))
         .route("/openapi/v3", get(openapi_index))
         .route("/openapi/v3/{*path}", get(openapi_document))
         .route("/api/{version}/{*rest}", any(core_resource))
@@ -75,6 +76,24 @@ async fn group_discovery(Path((group, version)): Path<(String, String)>) -> Resp
         Some(v) => Json(v).into_response(),
         None => not_found().await,
     }
+}
+
+async fn openapi_v2(headers: HeaderMap) -> Response {
+    let accept = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let protobuf = accept.contains("protobuf");
+    let content_type = if protobuf {
+        crate::openapi::V2_PROTOBUF
+    } else {
+        "application/json"
+    };
+    (
+        [(http::header::CONTENT_TYPE, content_type)],
+        crate::openapi::v2_document(protobuf),
+    )
+        .into_response()
 }
 
 async fn openapi_index() -> Response {

@@ -219,6 +219,22 @@ fn apply_twice_bumps_generation_once_and_server_side_apply_works() {
         .filter_map(|m| m["manager"].as_str())
         .collect();
     assert!(managers.contains(&"kubectl"), "{managers:?}");
+
+    // What `kubectl get -o yaml` prints for several objects is a `kind: List`; applying it back
+    // works (kubectl validates Lists against /openapi/v2), and a bad item is still refused by
+    // the server's validation.
+    let list = c.ok(&["get", "deploy", "-o", "yaml"]);
+    assert!(list.contains("kind: List"), "{list}");
+    let out = c.ok_in(&["apply", "-f", "-"], &list);
+    assert!(out.contains("deployment.apps/app"), "{out}");
+    let bad = r#"{"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ok-cm"}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bad-cm"}, "bogus": 1}]}"#;
+    let out = c.kubectl_in(&["apply", "-f", "-"], bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("bogus"), "{err}");
+    c.ok(&["get", "configmap", "ok-cm"]);
 }
 
 #[test]
