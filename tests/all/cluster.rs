@@ -130,7 +130,7 @@ spec:
         let table = String::from_utf8_lossy(&out.stdout).to_string();
         let spin = top_column(&table, "spin", 1)?;
         let idle = top_column(&table, "idle", 1)?;
-        (spin >= 150).then_some((spin, idle))
+        (spin >= 100).then_some((spin, idle))
     });
     assert!(spin <= 400, "spin uses {spin}m under a 300m limit");
     assert!(idle < 50, "idle uses {idle}m");
