@@ -129,6 +129,23 @@ pub async fn authorize(
     }
 }
 
+/// `metrics.k8s.io` reads: the cluster admins (kubectl top, the controller manager's HPA) only;
+/// nodes and bootstrap tokens get 403, as without upstream's RBAC grant.
+pub fn authorize_metrics(user: &User, resource: &str) -> Result<(), ApiError> {
+    if user.groups.iter().any(|g| g == MASTERS) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        format!(
+            "{resource}.metrics.k8s.io is forbidden: User \"{}\" cannot list resource \"{resource}\" in API group \"metrics.k8s.io\": no permissions are granted to this user",
+            user.name
+        ),
+    )
+    .with_details(serde_json::json!({"group": "metrics.k8s.io", "kind": resource})))
+}
+
 /// `create tokenreviews`: the cluster admin and nodes may (upstream's `system:node` role grants
 /// it for kubelets' webhook authentication); anyone else gets 403.
 pub fn authorize_token_review(user: &User) -> Result<(), ApiError> {

@@ -172,6 +172,14 @@ async fn dispatch(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     if group == "metrics.k8s.io" {
+        let user =
+            user.ok_or_else(|| ApiError::internal("request reached a handler unauthenticated"))?;
+        let resource = if rest_path.contains("nodes") {
+            "nodes"
+        } else {
+            "pods"
+        };
+        crate::authz::authorize_metrics(user, resource)?;
         return crate::metrics::handle(server, version, rest_path, uri.query()).await;
     }
     if group == crate::tokenreview::GROUP {

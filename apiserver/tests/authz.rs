@@ -705,3 +705,30 @@ async fn bootstrap_tokens_only_create_new_node_credentials() {
     assert_eq!(code, StatusCode::OK, "{s}");
     until_status(&app, node_token, "/api/v1/nodes", StatusCode::UNAUTHORIZED).await;
 }
+
+#[tokio::test]
+async fn only_admins_read_metrics() {
+    let (app, _dir) = cluster().await;
+    let (code, body) = call(
+        &app,
+        "admin",
+        "GET",
+        "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods",
+        JSON,
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["kind"], "PodMetricsList");
+    let (code, body) = call(
+        &app,
+        "n1",
+        "GET",
+        "/apis/metrics.k8s.io/v1beta1/nodes",
+        JSON,
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["reason"], "Forbidden");
+}
