@@ -45,6 +45,9 @@ pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
         .with_context(|| format!("creating data dir {}", dir.display()))?;
     let store = open_store(&args.store, &dir).await?;
     let shutdown = CancellationToken::new();
+    // The apiserver stops after the components it serves: their last requests (pod statuses,
+    // Lease releases) still get answers, and nobody logs a refused connection on Ctrl-C.
+    let api_shutdown = CancellationToken::new();
     // The nodes `up` runs, each with its own credential (created before the token file is
     // read).
     let nodes = match role {
@@ -85,7 +88,7 @@ pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
             .parse()
             .map_err(|e| anyhow::anyhow!("--service-cluster-ip-range: {e}"))?,
     };
-    let server = ApiServer::start_with(store, authenticator, shutdown.clone(), services)
+    let server = ApiServer::start_with(store, authenticator, api_shutdown.clone(), services)
         .await
         .context("preparing the store")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -221,6 +224,7 @@ pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
     for c in components {
         let _ = c.await;
     }
+    api_shutdown.cancel();
     server_task
         .await
         .context("server task")?
