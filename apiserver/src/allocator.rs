@@ -12,7 +12,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::Ipv4Addr;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,55 +35,18 @@ const PORT_PREFIX: &str = "serviceallocations/nodeports/";
 /// create in flight (on this or another apiserver) stores its Service well within this.
 const LEAK_GRACE: Duration = Duration::from_secs(60);
 
-/// An IPv4 CIDR block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    base: u32,
-    prefix: u8,
-}
+pub use wasmkube_net::Cidr;
 
-impl FromStr for Cidr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?} is not an IPv4 CIDR (like {DEFAULT_SERVICE_CIDR})");
-        let (ip, len) = s.split_once('/').ok_or_else(bad)?;
-        let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
-        let prefix: u8 = len.parse().map_err(|_| bad())?;
-        if !(1..=30).contains(&prefix) {
-            return Err(format!("{s:?}: the prefix length must be between 1 and 30"));
-        }
-        let mask = u32::MAX << (32 - prefix);
-        Ok(Self {
-            base: u32::from(ip) & mask,
-            prefix,
-        })
+/// A `--service-cluster-ip-range`: an IPv4 CIDR with a prefix of 1 to 30 bits (room for the
+/// `kubernetes` Service and at least one more).
+pub fn service_cidr(s: &str) -> Result<Cidr, String> {
+    let cidr: Cidr = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IPv4 CIDR (like {DEFAULT_SERVICE_CIDR})"))?;
+    if !(1..=30).contains(&cidr.prefix()) {
+        return Err(format!("{s:?}: the prefix length must be between 1 and 30"));
     }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", Ipv4Addr::from(self.base), self.prefix)
-    }
-}
-
-impl Cidr {
-    fn size(&self) -> u64 {
-        1u64 << (32 - self.prefix)
-    }
-
-    /// Whether `ip` is a usable address of the block (not its network or broadcast address).
-    pub fn contains_usable(&self, ip: Ipv4Addr) -> bool {
-        let off = u64::from(u32::from(ip).wrapping_sub(self.base));
-        (u32::from(ip) & (u32::MAX << (32 - self.prefix))) == self.base
-            && off > 0
-            && off < self.size() - 1
-    }
-
-    /// The `n`th address of the block.
-    pub fn nth(&self, n: u64) -> Ipv4Addr {
-        Ipv4Addr::from(self.base.wrapping_add(n as u32))
-    }
+    Ok(cidr)
 }
 
 /// The apiserver's allocation ranges (`--service-cluster-ip-range`, the node port range).
@@ -97,7 +59,7 @@ pub struct ServiceAllocator {
 impl Default for ServiceAllocator {
     fn default() -> Self {
         Self {
-            service_cidr: DEFAULT_SERVICE_CIDR.parse().expect("a valid default"),
+            service_cidr: service_cidr(DEFAULT_SERVICE_CIDR).expect("a valid default"),
         }
     }
 }
@@ -609,7 +571,7 @@ mod tests {
 
     #[test]
     fn cidr_bounds() {
-        let c: Cidr = "127.96.0.0/12".parse().unwrap();
+        let c = service_cidr("127.96.0.0/12").unwrap();
         assert!(c.contains_usable("127.96.0.1".parse().unwrap()));
         assert!(c.contains_usable("127.111.255.254".parse().unwrap()));
         assert!(!c.contains_usable("127.96.0.0".parse().unwrap()));
@@ -617,6 +579,7 @@ mod tests {
         assert!(!c.contains_usable("127.112.0.1".parse().unwrap()));
         assert_eq!(c.nth(1).to_string(), "127.96.0.1");
         assert_eq!(c.to_string(), "127.96.0.0/12");
-        assert!("127.0.0.1".parse::<Cidr>().is_err());
+        assert!(service_cidr("127.0.0.1").is_err());
+        assert!(service_cidr("127.0.0.0/31").is_err());
     }
 }

@@ -83,9 +83,7 @@ pub async fn run(args: ServerArgs, role: Role) -> anyhow::Result<()> {
         Box::new(security::token_authenticator(&dir.join("pki"))?)
     };
     let services = wasmkube_apiserver::allocator::ServiceAllocator {
-        service_cidr: args
-            .service_cluster_ip_range
-            .parse()
+        service_cidr: wasmkube_apiserver::allocator::service_cidr(&args.service_cluster_ip_range)
             .map_err(|e| anyhow::anyhow!("--service-cluster-ip-range: {e}"))?,
     };
     let server = ApiServer::start_with(store, authenticator, api_shutdown.clone(), services)
@@ -256,10 +254,7 @@ fn serving_names(args: &ServerArgs, host: std::net::IpAddr) -> Vec<String> {
     ] {
         names.push(n.to_string());
     }
-    if let Ok(cidr) = args
-        .service_cluster_ip_range
-        .parse::<wasmkube_apiserver::allocator::Cidr>()
-    {
+    if let Ok(cidr) = wasmkube_apiserver::allocator::service_cidr(&args.service_cluster_ip_range) {
         names.push(cidr.nth(1).to_string());
     }
     names.extend(args.tls_san.iter().cloned());

@@ -8,8 +8,6 @@
 //! what is taken, so a new leader rebuilds it from its first list, as upstream does.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
-use std::str::FromStr;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -28,36 +26,7 @@ pub const DEFAULT_CLUSTER_CIDR: &str = "127.128.0.0/9";
 /// The default `--node-cidr-mask-size`.
 pub const DEFAULT_NODE_CIDR_MASK: u8 = 20;
 
-/// An IPv4 CIDR block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Cidr {
-    base: u32,
-    prefix: u8,
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?} is not an IPv4 CIDR (like {DEFAULT_CLUSTER_CIDR})");
-        let (ip, len) = s.split_once('/').ok_or_else(bad)?;
-        let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
-        let prefix: u8 = len.parse().map_err(|_| bad())?;
-        if !(1..=32).contains(&prefix) {
-            return Err(bad());
-        }
-        Ok(Self {
-            base: u32::from(ip) & (u32::MAX << (32 - prefix)),
-            prefix,
-        })
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", Ipv4Addr::from(self.base), self.prefix)
-    }
-}
+pub use wasmkube_net::Cidr;
 
 /// The blocks of a cluster CIDR and which are taken.
 #[derive(Debug)]
@@ -71,10 +40,10 @@ pub struct RangeAllocator {
 impl RangeAllocator {
     /// Blocks of `/mask` within `cluster`; `mask` must be at least the cluster's prefix.
     pub fn new(cluster: Cidr, mask: u8) -> Result<Self, String> {
-        if mask < cluster.prefix || mask > 30 {
+        if mask < cluster.prefix() || mask > 30 {
             return Err(format!(
                 "--node-cidr-mask-size {mask} must lie between the cluster CIDR's prefix ({}) and 30",
-                cluster.prefix
+                cluster.prefix()
             ));
         }
         Ok(Self {
@@ -85,21 +54,23 @@ impl RangeAllocator {
     }
 
     fn blocks(&self) -> u32 {
-        1u32 << (self.mask - self.cluster.prefix)
+        1u32 << (self.mask - self.cluster.prefix())
     }
 
     fn block(&self, i: u32) -> Cidr {
-        Cidr {
-            base: self.cluster.base + (i << (32 - self.mask)),
-            prefix: self.mask,
-        }
+        self.cluster
+            .subnet(self.mask, u64::from(i))
+            .expect("a block index below blocks()")
     }
 
     fn index(&self, cidr: &str) -> Option<u32> {
         let c: Cidr = cidr.parse().ok()?;
-        let inside = c.prefix == self.mask
-            && (c.base & (u32::MAX << (32 - self.cluster.prefix))) == self.cluster.base;
-        inside.then(|| (c.base - self.cluster.base) >> (32 - self.mask))
+        if c.prefix() != self.mask {
+            return None;
+        }
+        self.cluster
+            .subnet_index(&c)
+            .and_then(|i| u32::try_from(i).ok())
     }
 
     /// Marks `cidr` taken by `node` (a block outside the cluster CIDR is ignored, as upstream).
@@ -141,7 +112,8 @@ fn pod_cidr(node: &Node) -> Option<&str> {
 pub async fn run(client: Client, config: ControllerConfig, stop: CancellationToken) {
     let alloc = config
         .cluster_cidr
-        .parse()
+        .parse::<Cidr>()
+        .map_err(|e| e.to_string())
         .and_then(|c| RangeAllocator::new(c, config.node_cidr_mask_size));
     let mut alloc = match alloc {
         Ok(a) => a,

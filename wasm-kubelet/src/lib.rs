@@ -200,8 +200,8 @@ async fn node_network(
     client: &Client,
     config: &KubeletConfig,
 ) -> Result<network::policy::NodeNetwork, KubeletError> {
-    let cluster_cidr: network::ipam::Cidr = config.cluster_cidr.parse()?;
-    let service_cidr: network::ipam::Cidr = config.service_cidr.parse()?;
+    let cluster_cidr = network::ipam::parse_cidr(&config.cluster_cidr)?;
+    let service_cidr = network::ipam::parse_cidr(&config.service_cidr)?;
     let pod_cidr = network::ipam::node_pod_cidr(
         client,
         &config.node_name,

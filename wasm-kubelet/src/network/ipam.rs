@@ -23,75 +23,22 @@ pub enum IpamError {
     },
 }
 
-/// An IPv4 network `base/prefix`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    /// The network address (host bits zero).
-    pub base: Ipv4Addr,
-    /// The prefix length.
-    pub prefix: u8,
-}
+pub use wasmkube_net::Cidr;
 
-impl Cidr {
-    /// Whether `ip` lies inside the network.
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & self.mask() == u32::from(self.base)
+/// A pod network (`--cluster-cidr`, `--service-cidr`, a podCIDR): an IPv4 CIDR with a prefix
+/// of 8 to 30 bits.
+pub fn parse_cidr(s: &str) -> Result<Cidr, IpamError> {
+    let cidr: Cidr = s.parse().map_err(|_| IpamError::Cidr(s.to_string()))?;
+    if !(8..=30).contains(&cidr.prefix()) {
+        return Err(IpamError::Cidr(s.to_string()));
     }
-
-    fn mask(&self) -> u32 {
-        u32::MAX
-            .checked_shl(32 - u32::from(self.prefix))
-            .unwrap_or(0)
-    }
-
-    /// The number of addresses in the network.
-    pub fn size(&self) -> u64 {
-        1u64 << (32 - u32::from(self.prefix))
-    }
-
-    /// The `index`-th subnet of prefix length `prefix` inside this network.
-    pub fn subnet(&self, prefix: u8, index: u64) -> Option<Cidr> {
-        if prefix < self.prefix || prefix > 32 {
-            return None;
-        }
-        let count = 1u64 << (prefix - self.prefix);
-        if index >= count {
-            return None;
-        }
-        let offset = index << (32 - u32::from(prefix));
-        let base = Ipv4Addr::from(u32::from(self.base) + u32::try_from(offset).ok()?);
-        Some(Cidr { base, prefix })
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.base, self.prefix)
-    }
-}
-
-impl std::str::FromStr for Cidr {
-    type Err = IpamError;
-
-    /// Parses `a.b.c.d/n` (host bits are cleared); pod networks need 8 ≤ n ≤ 30.
-    fn from_str(s: &str) -> Result<Self, IpamError> {
-        let bad = || IpamError::Cidr(s.to_string());
-        let (ip, prefix) = s.trim().split_once('/').ok_or_else(bad)?;
-        let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
-        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
-        if !(8..=30).contains(&prefix) {
-            return Err(bad());
-        }
-        let mut cidr = Cidr { base: ip, prefix };
-        cidr.base = Ipv4Addr::from(u32::from(ip) & cidr.mask());
-        Ok(cidr)
-    }
+    Ok(cidr)
 }
 
 /// A node's `podCIDR` derived from the node name when no controller assigned one: the subnet
 /// of `mask` bits inside `cluster` picked by a stable hash of the name.
 pub fn derive_pod_cidr(cluster: &Cidr, mask: u8, node_name: &str) -> Option<Cidr> {
-    let count = 1u64 << mask.checked_sub(cluster.prefix)?;
+    let count = 1u64 << mask.checked_sub(cluster.prefix())?;
     // FNV-1a: stable across builds and platforms (the std hasher is not guaranteed to be).
     let mut hasher = Fnv(0xcbf2_9ce4_8422_2325);
     node_name.hash(&mut hasher);
@@ -128,7 +75,7 @@ pub async fn node_pod_cidr(
     mask: u8,
 ) -> Result<Cidr, IpamError> {
     if let Some(c) = configured {
-        return c.parse();
+        return parse_cidr(c);
     }
     let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
     let deadline = tokio::time::Instant::now() + POD_CIDR_WAIT;
@@ -140,7 +87,7 @@ pub async fn node_pod_cidr(
             .flatten()
             .and_then(|n| n.spec?.pod_cidr);
         if let Some(c) = assigned {
-            match c.parse() {
+            match parse_cidr(&c) {
                 Ok(cidr) => return Ok(cidr),
                 Err(e) => {
                     tracing::warn!(node = %node_name, "spec.podCIDR: {e}");
@@ -222,7 +169,7 @@ impl Ipam {
         let ip = match preferred.filter(usable) {
             Some(ip) => ip,
             None => {
-                let base = u32::from(self.cidr.base);
+                let base = u32::from(self.cidr.base());
                 // .0 is the network, .1 the gateway, the last the broadcast address.
                 (2..self.cidr.size().saturating_sub(1))
                     .filter_map(|i| u32::try_from(i).ok())
@@ -258,7 +205,7 @@ impl Ipam {
     }
 
     fn usable(&self, ip: Ipv4Addr) -> bool {
-        let offset = u64::from(u32::from(ip).wrapping_sub(u32::from(self.cidr.base)));
+        let offset = u64::from(u32::from(ip).wrapping_sub(u32::from(self.cidr.base())));
         self.cidr.contains(ip) && offset >= 2 && offset < self.cidr.size() - 1
     }
 
@@ -287,7 +234,7 @@ mod tests {
     use super::*;
 
     fn cidr(s: &str) -> Cidr {
-        s.parse().unwrap()
+        parse_cidr(s).unwrap()
     }
 
     #[test]
@@ -296,9 +243,9 @@ mod tests {
         assert_eq!(c.to_string(), "127.128.16.0/20");
         assert!(c.contains("127.128.31.255".parse().unwrap()));
         assert!(!c.contains("127.128.32.0".parse().unwrap()));
-        assert!("127.0.0.1".parse::<Cidr>().is_err());
-        assert!("127.0.0.0/31".parse::<Cidr>().is_err());
-        assert!("::1/64".parse::<Cidr>().is_err());
+        assert!(parse_cidr("127.0.0.1").is_err());
+        assert!(parse_cidr("127.0.0.0/31").is_err());
+        assert!(parse_cidr("::1/64").is_err());
     }
 
     #[test]
@@ -306,8 +253,8 @@ mod tests {
         let cluster = cidr(super::super::CLUSTER_CIDR);
         let a = derive_pod_cidr(&cluster, 20, "node-a").unwrap();
         assert_eq!(a, derive_pod_cidr(&cluster, 20, "node-a").unwrap());
-        assert_eq!(a.prefix, 20);
-        assert!(cluster.contains(a.base));
+        assert_eq!(a.prefix(), 20);
+        assert!(cluster.contains(a.base()));
         assert_ne!(a, derive_pod_cidr(&cluster, 20, "node-b").unwrap());
     }
 
