@@ -80,13 +80,19 @@ fn top_column(table: &str, name: &str, column: usize) -> Option<u64> {
         .ok()
 }
 
-#[test]
-fn kubectl_top_shows_what_pods_and_nodes_use() {
+/// A cluster with the spinning guest imported as `wasmkube.local/spin:v1`.
+fn cluster_with_spinner() -> Cluster {
     let c = Cluster::start();
     c.import(
         &crate::support::example_guest("infinite-loop"),
         "wasmkube.local/spin:v1",
     );
+    c
+}
+
+#[test]
+fn kubectl_top_shows_what_pods_and_nodes_use() {
+    let c = cluster_with_spinner();
     c.import(
         &crate::support::example_guest("counter"),
         "wasmkube.local/counter:v1",
@@ -150,11 +156,7 @@ spec:
 
 #[test]
 fn an_autoscaler_scales_a_deployment_on_the_cpu_its_pods_really_use() {
-    let c = Cluster::start();
-    c.import(
-        &crate::support::example_guest("infinite-loop"),
-        "wasmkube.local/spin:v1",
-    );
+    let c = cluster_with_spinner();
     // Each pod asks for 100m and spins at its 200m limit: 200 % of its request.
     c.ok_in(
         &["apply", "-f", "-"],
