@@ -1168,7 +1168,7 @@ pub(crate) fn parse_quantity(q: &str) -> Option<u64> {
 }
 
 /// A CPU quantity in millicores (`100m` → 100, `0.5` → 500, `2` → 2000).
-fn millicores(q: &str) -> Option<u64> {
+pub(crate) fn millicores(q: &str) -> Option<u64> {
     match q.trim().strip_suffix('m') {
         Some(m) => m.parse().ok(),
         None => {
@@ -1237,21 +1237,7 @@ async fn resolve_env(
                     format!("env {}: unsupported fieldRef {:?}", var.name, f.field_path)
                 })?
             } else if let Some(r) = &from.resource_field_ref {
-                let res = r.resource.as_str();
-                let (kind, name) = res.split_once('.').unwrap_or(("limits", res));
-                def.resources
-                    .as_ref()
-                    .and_then(|rr| {
-                        if kind == "requests" {
-                            rr.requests.as_ref()
-                        } else {
-                            rr.limits.as_ref()
-                        }
-                    })
-                    .and_then(|m| m.get(name))
-                    .and_then(|q| parse_quantity(&q.0))
-                    .map(|v| v.to_string())
-                    .unwrap_or_else(|| "0".into())
+                crate::volume::downward_api::resource_value(def, r)
             } else if let Some(r) = &from.config_map_key_ref {
                 let optional = r.optional.unwrap_or(false);
                 match config_maps
@@ -1299,18 +1285,10 @@ async fn resolve_env(
     Ok(env)
 }
 
-/// A downward API `fieldRef` value.
+/// A downward API `fieldRef` value for env: the node- and status-side fields here, the
+/// `metadata.*` ones as the downwardAPI volume writes them.
 fn field_value(k: &Kubelet, pod: &Pod, path: &str) -> Option<String> {
-    let meta = &pod.metadata;
-    let bracket = |p: &str, prefix: &str| {
-        p.strip_prefix(prefix)?
-            .strip_suffix("']")
-            .map(str::to_string)
-    };
     Some(match path {
-        "metadata.name" => meta.name.clone().unwrap_or_default(),
-        "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
-        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
         "spec.nodeName" => k.config.node_name.clone(),
         "spec.serviceAccountName" => pod
             .spec
@@ -1319,19 +1297,7 @@ fn field_value(k: &Kubelet, pod: &Pod, path: &str) -> Option<String> {
             .unwrap_or_default(),
         "status.hostIP" | "status.hostIPs" => k.config.address.to_string(),
         "status.podIP" | "status.podIPs" => pod_ip(k, pod)?.to_string(),
-        p if p.starts_with("metadata.labels['") => {
-            let key = bracket(p, "metadata.labels['")?;
-            meta.labels.as_ref()?.get(&key).cloned().unwrap_or_default()
-        }
-        p if p.starts_with("metadata.annotations['") => {
-            let key = bracket(p, "metadata.annotations['")?;
-            meta.annotations
-                .as_ref()?
-                .get(&key)
-                .cloned()
-                .unwrap_or_default()
-        }
-        _ => return None,
+        _ => return crate::volume::downward_api::field(pod, path),
     })
 }
 

@@ -164,24 +164,34 @@ pub async fn run(table: Arc<ServiceTable>, node_addresses: Vec<IpAddr>, stop: Ca
     }
 }
 
+/// The next connection on `listener` (`what` names it in logs; a failed accept is retried
+/// shortly), or None once `stop` is cancelled.
+async fn accept(
+    listener: &TcpListener,
+    stop: &CancellationToken,
+    what: &str,
+) -> Option<(TcpStream, std::net::SocketAddr)> {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => return Some(a),
+                Err(e) => {
+                    tracing::debug!("{what} accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        }
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     rx: watch::Receiver<Arc<Snapshot>>,
     key: PortKey,
     stop: CancellationToken,
 ) {
-    loop {
-        let (conn, peer) = tokio::select! {
-            () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::debug!("service accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((conn, peer)) = accept(&listener, &stop, "service").await {
         let port = view(&rx.borrow(), &key);
         tokio::spawn(async move {
             match port {
@@ -274,18 +284,7 @@ pub async fn serve_forwarder(
     allowed: Arc<dyn Fn(IpAddr) -> bool + Send + Sync>,
     stop: CancellationToken,
 ) {
-    loop {
-        let (conn, peer) = tokio::select! {
-            () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::debug!("forwarder accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((conn, peer)) = accept(&listener, &stop, "forwarder").await {
         let allowed = allowed.clone();
         tokio::spawn(async move {
             if let Err(e) = forward(conn, allowed.as_ref()).await {

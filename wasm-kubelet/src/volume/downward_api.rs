@@ -5,10 +5,13 @@
 use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, DownwardAPIVolumeSource, Pod};
+use k8s_openapi::api::core::v1::{
+    Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource, Pod, ResourceFieldSelector,
+};
 
 use super::atomic::{self, FileProjection, Payload};
 use super::{config_map::mode_bits, Context, Mounted, VolumeError, VolumePlugin};
+use crate::supervisor::{millicores, parse_quantity};
 
 /// A `downwardAPI` volume.
 pub struct DownwardApiVolume {
@@ -77,8 +80,8 @@ pub(crate) fn payload(
     Ok(payload)
 }
 
-/// A `fieldRef` value as upstream writes it into a file.
-fn field(pod: &Pod, path: &str) -> Option<String> {
+/// A `metadata.*` `fieldRef` value as upstream writes it into a file (env uses the same).
+pub(crate) fn field(pod: &Pod, path: &str) -> Option<String> {
     let meta = &pod.metadata;
     let bracket = |prefix: &str| {
         path.strip_prefix(prefix)?
@@ -120,10 +123,7 @@ fn format_map(m: Option<&BTreeMap<String, String>>) -> String {
 
 /// A `resourceFieldRef` value: the named container's limit or request divided by `divisor`
 /// (`0` when unset; upstream falls back to the node's allocatable).
-fn resource(
-    pod: &Pod,
-    r: &k8s_openapi::api::core::v1::ResourceFieldSelector,
-) -> Result<String, VolumeError> {
+fn resource(pod: &Pod, r: &ResourceFieldSelector) -> Result<String, VolumeError> {
     let containers = pod
         .spec
         .as_ref()
@@ -138,6 +138,12 @@ fn resource(
                 r.resource, r.container_name
             ))
         })?;
+    Ok(resource_value(c, r))
+}
+
+/// Container `c`'s limit or request that `r` names, divided by its `divisor` (rounded up;
+/// `0` when unset): for volumes and env alike.
+pub(crate) fn resource_value(c: &Container, r: &ResourceFieldSelector) -> String {
     let (kind, name) = r
         .resource
         .split_once('.')
@@ -151,25 +157,15 @@ fn resource(
     let divisor = r.divisor.as_ref().map(|d| d.0.as_str()).unwrap_or("1");
     let value = |q: &str| -> Option<u64> {
         if name == "cpu" {
-            let millis = cpu_millis(q)?;
-            let div = cpu_millis(divisor)?.max(1);
+            let millis = millicores(q)?;
+            let div = millicores(divisor)?.max(1);
             Some(millis.div_ceil(div))
         } else {
-            let v = crate::supervisor::parse_quantity(q)?;
-            Some(v.div_ceil(crate::supervisor::parse_quantity(divisor)?.max(1)))
+            let v = parse_quantity(q)?;
+            Some(v.div_ceil(parse_quantity(divisor)?.max(1)))
         }
     };
-    Ok(quantity.and_then(|q| value(&q.0)).unwrap_or(0).to_string())
-}
-
-fn cpu_millis(q: &str) -> Option<u64> {
-    match q.trim().strip_suffix('m') {
-        Some(m) => m.parse().ok(),
-        None => {
-            let cores: f64 = q.trim().parse().ok()?;
-            (cores >= 0.0).then(|| (cores * 1000.0).ceil() as u64)
-        }
-    }
+    quantity.and_then(|q| value(&q.0)).unwrap_or(0).to_string()
 }
 
 #[cfg(test)]
