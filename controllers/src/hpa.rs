@@ -137,29 +137,9 @@ fn url_escape(s: &str) -> String {
 
 /// A quantity in thousandths of its unit ("250m" → 250, "1" → 1000, "64Mi" → 64·2²⁰·1000).
 pub fn quantity_milli(q: &str) -> Option<i64> {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
-        .unwrap_or(q.len());
-    let (number, suffix) = q.split_at(split);
-    let value: f64 = number.parse().ok()?;
-    let factor: f64 = match suffix {
-        "" => 1e3,
-        // metrics.k8s.io reports CPU in nanocores.
-        "n" => 1e-6,
-        "u" => 1e-3,
-        "m" => 1.0,
-        "k" => 1e6,
-        "M" => 1e9,
-        "G" => 1e12,
-        "T" => 1e15,
-        "Ki" => 1024.0 * 1e3,
-        "Mi" => 1024.0 * 1024.0 * 1e3,
-        "Gi" => 1024.0 * 1024.0 * 1024.0 * 1e3,
-        "Ti" => 1024.0f64.powi(4) * 1e3,
-        _ => return None,
-    };
-    Some((value * factor).round() as i64)
+    // Rounded to the nearest thousandth (metrics report CPU in nanocores).
+    let nano = wasmkube_quantity::parse_nano(q).ok()?;
+    i64::try_from((nano + 500_000).div_euclid(1_000_000)).ok()
 }
 
 /// Per-HPA memory of recommendations and scale events (upstream keeps the same in memory).

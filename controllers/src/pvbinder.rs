@@ -199,31 +199,7 @@ fn refers_to(r: &ObjectReference, pvc: &PersistentVolumeClaim) -> bool {
 
 /// A storage quantity in bytes (`Ki`/`Mi`/... and `k`/`M`/... suffixes, plain numbers).
 pub fn bytes(q: &Quantity) -> Option<f64> {
-    let s = q.0.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
-        .unwrap_or(s.len());
-    let (num, suffix) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult = match suffix {
-        "" => 1.0,
-        "Ki" => 1024f64,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        _ if suffix.starts_with(['e', 'E']) => 10f64.powi(suffix[1..].parse().ok()?),
-        _ => return None,
-    };
-    Some(n * mult)
+    Some(wasmkube_quantity::parse_nano(&q.0).ok()? as f64 / 1e9)
 }
 
 fn storage(map: Option<&BTreeMap<String, Quantity>>) -> Option<f64> {

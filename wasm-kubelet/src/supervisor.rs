@@ -1141,41 +1141,15 @@ fn limit_bytes(def: &Container, resource: &str) -> Option<u64> {
     parse_quantity(&q.0)
 }
 
-/// A Kubernetes quantity as an integer (`64Mi` → 67108864, `1G` → 10^9, `500m` → 0.5 → 1).
+/// Whole units of a quantity (bytes for memory), rounded up; None if it does not parse or
+/// is negative.
 pub(crate) fn parse_quantity(q: &str) -> Option<u64> {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult: f64 = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" => 1024.0f64.powi(4),
-        s if s.starts_with('e') || s.starts_with('E') => 10f64.powi(s[1..].parse().ok()?),
-        _ => return None,
-    };
-    let v = (n * mult).ceil();
-    (v >= 0.0).then_some(v as u64)
+    u64::try_from(wasmkube_quantity::units(q).ok()?).ok()
 }
 
-/// A CPU quantity in millicores (`100m` → 100, `0.5` → 500, `2` → 2000).
+/// A CPU quantity in millicores (`100m` → 100, `0.5` → 500, `2` → 2000), rounded up.
 pub(crate) fn millicores(q: &str) -> Option<u64> {
-    match q.trim().strip_suffix('m') {
-        Some(m) => m.parse().ok(),
-        None => {
-            let cores: f64 = q.trim().parse().ok()?;
-            (cores >= 0.0).then(|| (cores * 1000.0).ceil() as u64)
-        }
-    }
+    u64::try_from(wasmkube_quantity::milli(q).ok()?).ok()
 }
 
 /// The container's env: `envFrom` first, then `env` (with `$(VAR)` expansion and the downward
